@@ -29,8 +29,12 @@ def create_jobs_repo(target: Path, *, admin: str) -> str:
     target.mkdir(parents=True, exist_ok=True)
     template = resources.files("reconciler") / "template"
     with resources.as_file(template) as source:
-        shutil.copytree(source, target, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            source,
+            target,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
     (target / "gitignore").rename(target / ".gitignore")
     teams = target / "teams.yaml"
     teams.write_text(

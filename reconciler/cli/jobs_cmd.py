@@ -109,7 +109,9 @@ def show_job(job_id: str, repo_path: Path | None, ref: str | None, output: str) 
     click.echo(yaml.safe_dump(summary["definition"], sort_keys=False).rstrip())
     click.echo(f"profile (resolved): {job.profile}")
     for s in summary["schedules"]:
-        click.echo(f"schedule {s['id']}: {s['cron']} {s['timezone']}"
-                   f"{'' if s['enabled'] else ' (disabled)'}")
+        click.echo(
+            f"schedule {s['id']}: {s['cron']} {s['timezone']}"
+            f"{'' if s['enabled'] else ' (disabled)'}"
+        )
         for t in s["nextFireTimes"]:
             click.echo(f"  {t}")

@@ -19,7 +19,7 @@ from reconciler.errors import ReconcilerError
 class ReconcilerGroup(click.Group):
     """A group that maps every error to exit code 1 with a one-line message."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -33,13 +33,14 @@ class ReconcilerGroup(click.Group):
         return code
 
     def _run(
-        self, args: Sequence[str] | None, prog_name: str | None, complete_var: str | None,
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
         **extra: Any,
     ) -> int:
         try:
-            result = super().main(
-                args, prog_name, complete_var, standalone_mode=False, **extra
-            )
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             return int(exc.exit_code)
         except click.ClickException as exc:
@@ -66,13 +67,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from reconciler.cli import init_cmd, jobs_cmd, schedule_cmd, schema_cmd, validate_cmd
+    from reconciler.cli.init_cmd import init
+    from reconciler.cli.jobs_cmd import jobs
+    from reconciler.cli.schedule_cmd import schedule
+    from reconciler.cli.schema_cmd import schema
+    from reconciler.cli.validate_cmd import validate
 
-    cli.add_command(init_cmd.init)
-    cli.add_command(validate_cmd.validate)
-    cli.add_command(schema_cmd.schema)
-    cli.add_command(jobs_cmd.jobs)
-    cli.add_command(schedule_cmd.schedule)
+    for command in (init, validate, schema, jobs, schedule):
+        cli.add_command(command)
 
 
 _register()

@@ -52,8 +52,9 @@ class FileContext:
         return sum(1 for d in self.diagnostics if d.severity is Severity.ERROR)
 
     def report_problem(self, problem: FieldProblem) -> None:
-        self.report(problem.loc, problem.message, problem.rule, anchor=problem.anchor,
-                    keys=problem.keys)
+        self.report(
+            problem.loc, problem.message, problem.rule, anchor=problem.anchor, keys=problem.keys
+        )
 
     def warn(self, loc: Loc, message: str, rule: str, *, anchor: str = "value") -> None:
         self.report(loc, message, rule, anchor=anchor, severity=Severity.WARNING)

@@ -32,7 +32,7 @@ from reconciler.spec.ids import (
 )
 from reconciler.spec.job import JOB_KINDS, PARTIAL, JobSpec
 from reconciler.spec.profile import ProfileSpec
-from reconciler.spec.schedule import ReusableScheduleSpec, ScheduleSpec
+from reconciler.spec.schedule import ReusableScheduleSpec, ScheduleFields, ScheduleSpec
 from reconciler.spec.settings import RepoSettings
 from reconciler.spec.teams import TeamsSpec
 
@@ -92,23 +92,43 @@ class _Loader:
             if parsed.ok and empty_ok:
                 return {}
             if parsed.ok:
-                ctx.report((), "the file is empty; it must hold a mapping of fields", "empty",
-                           anchor="file")
+                ctx.report(
+                    (),
+                    "the file is empty; it must hold a mapping of fields",
+                    "empty",
+                    anchor="file",
+                )
             return None
         if not isinstance(parsed.value, dict):
             kind = "a list" if isinstance(parsed.value, list) else "a scalar"
-            ctx.report((), f"the file must hold a mapping of fields, got {kind}", "wrong-type",
-                       anchor="file")
+            ctx.report(
+                (),
+                f"the file must hold a mapping of fields, got {kind}",
+                "wrong-type",
+                anchor="file",
+            )
             return None
         return parsed.value
 
-    def validate(self, path: str, model: type[M], value: dict[str, Any]) -> M | None:
+    def validate(
+        self, path: str, model: type[M], value: dict[str, Any], *, partial: bool = False
+    ) -> M | None:
+        """The model, with every problem reported. With `partial`, a model with problems
+        is still returned with its bad top-level keys left at their defaults (so cross-file
+        rules can run on the rest), when that validates."""
         try:
             return model.model_validate(value)
         except ValidationError as exc:
-            ctx = self.ctx(path)
-            for problem in problems_from_validation(model, exc):
-                ctx.report_problem(problem)
+            problems = problems_from_validation(model, exc)
+        ctx = self.ctx(path)
+        for problem in problems:
+            ctx.report_problem(problem)
+        if not partial:
+            return None
+        bad = {str(p.loc[0]) for p in problems if p.loc}
+        try:
+            return model.model_validate({k: v for k, v in value.items() if k not in bad})
+        except ValidationError:
             return None
 
     def load_file(self, path: str, model: type[M], *, empty_ok: bool = False) -> M | None:
@@ -121,18 +141,20 @@ class _Loader:
 
     def load(self, *, label: str, commit: str | None, parsed: int) -> JobsRepo:
         settings = self.load_settings()
-        teams = self.load_file(TEAMS_PATH, TeamsSpec, empty_ok=True) if TEAMS_PATH in self.files \
+        teams = (
+            self.load_file(TEAMS_PATH, TeamsSpec, empty_ok=True)
+            if TEAMS_PATH in self.files
             else None
+        )
         profiles = self.load_profiles(settings)
         schedules = self.load_schedules()
-        queries = frozenset(
-            q for p in self.files if (q := query_id_for_path(p)) is not None
-        )
+        queries = frozenset(q for p in self.files if (q := query_id_for_path(p)) is not None)
         jobs: dict[JobId, LoadedJob] = {}
         for path in sorted(self.files):
             if path.startswith("jobs/") and path.endswith(".yml"):
-                self.ctx(path).warn((), "not read: job files end in .yaml", "file-name",
-                                    anchor="file")
+                self.ctx(path).warn(
+                    (), "not read: job files end in .yaml", "file-name", anchor="file"
+                )
             job_id = job_id_for_path(path)
             if job_id is None:
                 continue
@@ -160,26 +182,36 @@ class _Loader:
     def load_settings(self) -> RepoSettings | None:
         if SETTINGS_PATH not in self.files:
             return RepoSettings()
-        return self.load_file(SETTINGS_PATH, RepoSettings, empty_ok=True)
+        value = self.parse_mapping(SETTINGS_PATH, empty_ok=True)
+        if value is None:
+            return None
+        return self.validate(SETTINGS_PATH, RepoSettings, value, partial=True)
 
     def check_settings(self, settings: RepoSettings, profiles: Mapping[str, ProfileSpec]) -> None:
         ctx = self.ctx(SETTINGS_PATH)
         defaults = sorted(n for n, c in settings.catalogs.items() if c.default)
         if len(defaults) > 1:
-            ctx.report(("catalogs", defaults[1], "default"),
-                       f"only one catalog may be the default; {defaults[0]!r} already is",
-                       "invalid-value")
+            ctx.report(
+                ("catalogs", defaults[1], "default"),
+                f"only one catalog may be the default; {defaults[0]!r} already is",
+                "invalid-value",
+            )
         limits = settings.limits
         if limits.default_timeout_seconds > limits.max_timeout_seconds:
-            ctx.report(("limits", "defaultTimeoutSeconds"),
-                       f"{limits.default_timeout_seconds} exceeds limits.maxTimeoutSeconds "
-                       f"({limits.max_timeout_seconds})", "limit")
+            ctx.report(
+                ("limits", "defaultTimeoutSeconds"),
+                f"{limits.default_timeout_seconds} exceeds limits.maxTimeoutSeconds "
+                f"({limits.max_timeout_seconds})",
+                "limit",
+            )
         if settings.default_profile not in profiles and settings.default_profile != "default":
-            ctx.report(("defaultProfile",),
-                       f"profile {settings.default_profile!r} does not exist: there is no "
-                       f"profiles/{settings.default_profile}.yaml; "
-                       f"{suggest(settings.default_profile, sorted(profiles))}",
-                       "missing-profile")
+            ctx.report(
+                ("defaultProfile",),
+                f"profile {settings.default_profile!r} does not exist: there is no "
+                f"profiles/{settings.default_profile}.yaml; "
+                f"{suggest(settings.default_profile, sorted(profiles))}",
+                "missing-profile",
+            )
 
     def load_profiles(self, settings: RepoSettings | None) -> dict[str, ProfileSpec]:
         out: dict[str, ProfileSpec] = {}
@@ -203,15 +235,23 @@ class _Loader:
             name = path[len("schedules/") : -len(".yaml")]
             ctx = self.ctx(path)
             if not is_schedule_id(name):
-                ctx.report((), f"schedule file name {name!r} is not a valid schedule id "
-                           f"({SCHEDULE_ID_RULE})", "invalid-id", anchor="file")
+                ctx.report(
+                    (),
+                    f"schedule file name {name!r} is not a valid schedule id ({SCHEDULE_ID_RULE})",
+                    "invalid-id",
+                    anchor="file",
+                )
                 continue
             spec = self.load_file(path, ReusableScheduleSpec)
             if spec is None:
                 continue
             if spec.id is not None and spec.id != name:
-                ctx.report(("id",), f"id {spec.id!r} differs from the file name {name!r}; "
-                           "a reusable schedule's id is its file name", "invalid-id")
+                ctx.report(
+                    ("id",),
+                    f"id {spec.id!r} differs from the file name {name!r}; "
+                    "a reusable schedule's id is its file name",
+                    "invalid-id",
+                )
                 continue
             out[name] = spec
         return out
@@ -229,30 +269,51 @@ class _Loader:
         ctx = self.ctx(path)
         bad = [s for s in path[len("jobs/") : -len(".yaml")].split("/") if not is_job_segment(s)]
         if bad:
-            ctx.report((), f"job id segment {bad[0]!r} of {path} is invalid "
-                       f"({JOB_SEGMENT_RULE}); rename the file or folder", "invalid-id",
-                       anchor="file")
+            ctx.report(
+                (),
+                f"job id segment {bad[0]!r} of {path} is invalid "
+                f"({JOB_SEGMENT_RULE}); rename the file or folder",
+                "invalid-id",
+                anchor="file",
+            )
         value = self.parse_mapping(path, empty_ok=False)
         if value is None:
             return None
         if "id" in value:
-            ctx.report(("id",), f"a job has no `id` field: its id comes from its path "
-                       f"({job_id!r}); remove it, or move the file to rename the job",
-                       "id-field", anchor="key")
+            ctx.report(
+                ("id",),
+                f"a job has no `id` field: its id comes from its path "
+                f"({job_id!r}); remove it, or move the file to rename the job",
+                "id-field",
+                anchor="key",
+            )
             value = {k: v for k, v in value.items() if k != "id"}
         check_secrets_in_plain_sight(ctx, value)
         kinds = [k for k in JOB_KINDS if k in value]
         if len(kinds) != 1:
             found = "none" if not kinds else " and ".join(kinds)
-            ctx.report((), f"a job needs exactly one of {', '.join(JOB_KINDS)}; found {found}",
-                       "exactly-one", anchor="second-key" if kinds else "file", keys=tuple(kinds))
+            ctx.report(
+                (),
+                f"a job needs exactly one of {', '.join(JOB_KINDS)}; found {found}",
+                "exactly-one",
+                anchor="second-key" if kinds else "file",
+                keys=tuple(kinds),
+            )
         spec, schedule_index = self.validate_job(ctx, value)
         if spec is None or settings is None:
             return None
         before = ctx.error_count()
-        refs = check_job_refs(ctx, spec, settings=settings, teams=teams, profiles=profiles,
-                              schedules=schedules, queries=queries, files=self.files,
-                              link_target=self.link_target)
+        refs = check_job_refs(
+            ctx,
+            spec,
+            settings=settings,
+            teams=teams,
+            profiles=profiles,
+            schedules=schedules,
+            queries=queries,
+            files=self.files,
+            link_target=self.link_target,
+        )
         resolved = self.resolve_schedules(ctx, spec, settings, schedules, schedule_index)
         if bad or ctx.error_count() > before or before > 0:
             return None
@@ -307,6 +368,7 @@ class _Loader:
         out: list[ResolvedSchedule] = []
         seen: dict[str, int] = {}
         for i, entry in zip(index, spec.schedules, strict=True):
+            fields: ScheduleFields
             if isinstance(entry, ScheduleSpec):
                 sid, fields, source, loc = entry.id, entry, "inline", ("schedules", i, "id")
             else:
@@ -314,15 +376,23 @@ class _Loader:
                 used = schedules.get(entry.use)
                 if used is None:
                     if f"schedules/{entry.use}.yaml" not in self.files:
-                        ctx.report(loc, f"reusable schedule {entry.use!r} does not exist: there "
-                                   f"is no schedules/{entry.use}.yaml; "
-                                   f"{suggest(entry.use, sorted(schedules))}", "missing-schedule")
+                        ctx.report(
+                            loc,
+                            f"reusable schedule {entry.use!r} does not exist: there "
+                            f"is no schedules/{entry.use}.yaml; "
+                            f"{suggest(entry.use, sorted(schedules))}",
+                            "missing-schedule",
+                        )
                     continue
                 fields = used
             if sid in seen:
-                ctx.report(loc, f"duplicate schedule id {sid!r} (also schedules[{seen[sid]}]); "
-                           "schedule ids are unique within a job and a reusable schedule is "
-                           "used at most once", "duplicate-schedule")
+                ctx.report(
+                    loc,
+                    f"duplicate schedule id {sid!r} (also schedules[{seen[sid]}]); "
+                    "schedule ids are unique within a job and a reusable schedule is "
+                    "used at most once",
+                    "duplicate-schedule",
+                )
                 continue
             seen[sid] = i
             out.append(

@@ -139,7 +139,7 @@ def suggest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if close:
         return f"did you mean {close[0]!r}?"
-    return "valid: " + ", ".join(sorted(choices)) if choices else "no keys are allowed here"
+    return "valid: " + ", ".join(sorted(choices)) if choices else "none are defined"
 
 
 def problems_from_validation(model: type[BaseModel], exc: ValidationError) -> list[FieldProblem]:
@@ -162,7 +162,8 @@ def _problem(model: type[BaseModel], err: ErrorDetails) -> FieldProblem:
         return FieldProblem(
             loc=loc,
             anchor="key",
-            message=f"unknown field {word!r}{where}; {suggest(word, choices)}",
+            message=f"unknown field {word!r}{where}; "
+            + (suggest(word, choices) if choices else "no fields are allowed here"),
             rule="unknown-field",
         )
     if kind == "missing":

@@ -58,8 +58,12 @@ def check_secrets_in_plain_sight(ctx: FileContext, value: Mapping[str, Any]) -> 
 def _check_secret_entry(ctx: FileContext, loc: Loc, key: str, item: Any) -> None:
     advice = "use `secrets:` with fromEnv or fromFile instead; values in git are not secret"
     if SECRET_KEY.search(key):
-        ctx.warn(loc, f"{key!r} looks like a secret name; {advice}", "secret-in-plain-sight",
-                 anchor="key")
+        ctx.warn(
+            loc,
+            f"{key!r} looks like a secret name; {advice}",
+            "secret-in-plain-sight",
+            anchor="key",
+        )
         return
     if not isinstance(item, str):
         return
@@ -94,27 +98,43 @@ def check_job_refs(
     if refs.profile in profiles:
         refs.shared.add(f"profiles/{refs.profile}.yaml")
     if spec.sql is not None:
-        refs.catalog = _check_sql(ctx, ("sql",), spec.sql, settings, queries, files, link_target,
-                                  refs)
+        refs.catalog = _check_sql(
+            ctx, ("sql",), spec.sql, settings, queries, files, link_target, refs
+        )
     if spec.python is not None:
         if spec.python.file is not None:
             path = _check_path(ctx, ("python", "file"), spec.python.file, files, link_target)
             if path:
                 refs.snapshots.append(path)
         elif spec.python.wheel is not None and spec.python.wheel.package.endswith(".whl"):
-            _check_path(ctx, ("python", "wheel", "package"), spec.python.wheel.package, files,
-                        link_target)
+            _check_path(
+                ctx, ("python", "wheel", "package"), spec.python.wheel.package, files, link_target
+            )
     if spec.streaming is not None and spec.streaming.sql is not None:
-        refs.catalog = _check_sql(ctx, ("streaming", "sql"), spec.streaming.sql, settings,
-                                  queries, files, link_target, refs)
-    for loc, command in ((("command",), spec.command),
-                         (("streaming", "command"), spec.streaming and spec.streaming.command)):
+        refs.catalog = _check_sql(
+            ctx,
+            ("streaming", "sql"),
+            spec.streaming.sql,
+            settings,
+            queries,
+            files,
+            link_target,
+            refs,
+        )
+    for loc, command in (
+        (("command",), spec.command),
+        (("streaming", "command"), spec.streaming and spec.streaming.command),
+    ):
         if isinstance(command, CommandSpec):
             _check_command(ctx, loc, command)
     limit = settings.limits.max_timeout_seconds
     if spec.timeout_seconds is not None and spec.timeout_seconds > limit:
-        ctx.report(("timeoutSeconds",), f"{spec.timeout_seconds} exceeds the limit of {limit} "
-                   "seconds (reconciler.yaml limits.maxTimeoutSeconds)", "limit")
+        ctx.report(
+            ("timeoutSeconds",),
+            f"{spec.timeout_seconds} exceeds the limit of {limit} "
+            "seconds (reconciler.yaml limits.maxTimeoutSeconds)",
+            "limit",
+        )
     return refs
 
 
@@ -130,11 +150,18 @@ def _check_teams(ctx: FileContext, spec: JobSpec, teams: TeamsSpec | None) -> No
     named += [(("sharedWith", i), t) for i, t in enumerate(spec.shared_with)]
     for loc, team in named:
         if teams is None:
-            ctx.report(loc, f"team {team!r} is not defined: there is no teams.yaml "
-                       "(create it with the team and its members)", "missing-team")
+            ctx.report(
+                loc,
+                f"team {team!r} is not defined: there is no teams.yaml "
+                "(create it with the team and its members)",
+                "missing-team",
+            )
         elif team not in teams.teams:
-            ctx.report(loc, f"team {team!r} is not defined in teams.yaml; "
-                       f"{suggest(team, sorted(teams.teams))}", "missing-team")
+            ctx.report(
+                loc,
+                f"team {team!r} is not defined in teams.yaml; {suggest(team, sorted(teams.teams))}",
+                "missing-team",
+            )
 
 
 def _check_profile_ref(
@@ -144,9 +171,12 @@ def _check_profile_ref(
     if name in profiles or (name == "default" and "default" not in profiles):
         return name
     if spec.profile is not None:
-        ctx.report(("profile",), f"profile {name!r} does not exist: there is no "
-                   f"profiles/{name}.yaml; {suggest(name, sorted({*profiles, 'default'}))}",
-                   "missing-profile")
+        ctx.report(
+            ("profile",),
+            f"profile {name!r} does not exist: there is no "
+            f"profiles/{name}.yaml; {suggest(name, sorted({*profiles, 'default'}))}",
+            "missing-profile",
+        )
     return name
 
 
@@ -164,21 +194,34 @@ def _check_sql(
         if sql.query in queries:
             refs.shared.add(query_path(sql.query))
         else:
-            ctx.report((*loc, "query"), f"saved query {sql.query!r} does not exist: there is no "
-                       f"{query_path(sql.query)}; {suggest(sql.query, sorted(queries))}",
-                       "missing-query")
+            ctx.report(
+                (*loc, "query"),
+                f"saved query {sql.query!r} does not exist: there is no "
+                f"{query_path(sql.query)}; {suggest(sql.query, sorted(queries))}",
+                "missing-query",
+            )
     if sql.file is not None:
         path = _check_path(ctx, (*loc, "file"), sql.file, files, link_target)
         if path:
             refs.snapshots.append(path)
     if sql.origin is not None and sql.origin.repo is None:
-        _check_path(ctx, (*loc, "origin", "path"), sql.origin.path, files, link_target,
-                    relative_to_root=True)
+        _check_path(
+            ctx,
+            (*loc, "origin", "path"),
+            sql.origin.path,
+            files,
+            link_target,
+            relative_to_root=True,
+        )
     catalog = sql.catalog or settings.default_catalog()
     if catalog not in settings.catalog_names():
         where = "reconciler.yaml catalogs" if settings.catalogs else "the built-in catalogs"
-        ctx.report((*loc, "catalog"), f"catalog {catalog!r} is not declared in {where}; "
-                   f"{suggest(catalog, settings.catalog_names())}", "missing-catalog")
+        ctx.report(
+            (*loc, "catalog"),
+            f"catalog {catalog!r} is not declared in {where}; "
+            f"{suggest(catalog, settings.catalog_names())}",
+            "missing-catalog",
+        )
     return catalog
 
 
@@ -211,16 +254,26 @@ def check_profile(
     if spec.worker is not None:
         parts.append((("worker", "instanceType"), spec.worker.instance_type))
         if spec.mode is ExecutionMode.STANDALONE:
-            ctx.report(("worker",), "worker is for mode: cluster only; remove it or set "
-                       "mode: cluster", "invalid-value", anchor="key")
+            ctx.report(
+                ("worker",),
+                "worker is for mode: cluster only; remove it or set mode: cluster",
+                "invalid-value",
+                anchor="key",
+            )
         if spec.worker.max_nodes > settings.limits.max_workers:
-            ctx.report(("worker", "maxNodes"), f"{spec.worker.max_nodes} exceeds the limit of "
-                       f"{settings.limits.max_workers} (reconciler.yaml limits.maxWorkers)",
-                       "limit")
+            ctx.report(
+                ("worker", "maxNodes"),
+                f"{spec.worker.max_nodes} exceeds the limit of "
+                f"{settings.limits.max_workers} (reconciler.yaml limits.maxWorkers)",
+                "limit",
+            )
     for loc, instance_type in parts:
         if instance_type is not None and instance_type not in known:
-            ctx.report(loc, f"unknown instance type {instance_type!r}; "
-                       f"{suggest(instance_type, known)}", "limit")
+            ctx.report(
+                loc,
+                f"unknown instance type {instance_type!r}; {suggest(instance_type, known)}",
+                "limit",
+            )
     for i, lib in enumerate(spec.libraries):
         if isinstance(lib, WheelLibrary):
             _check_path(ctx, ("libraries", i, "wheel"), lib.wheel, files, link_target)

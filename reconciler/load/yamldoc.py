@@ -95,12 +95,13 @@ def parse_yaml(path: str, data: bytes) -> ParsedYaml:
         return ParsedYaml(None, [_error(path, 1, 1, "", f"YAML error: {exc}", "yaml-syntax")])
     finally:
         loader.dispose()
+    index = NodeIndex(data) if loader.duplicates else None
     diagnostics = [
         _error(
             path,
             d.line,
             d.column,
-            d.key,
+            index.field_at(d.line, d.column) if index else d.key,
             f"duplicate key {d.key!r} (first defined on line {d.first_line}); "
             "each key may appear once in a mapping",
             "duplicate-key",
@@ -187,6 +188,28 @@ class NodeIndex:
             else:
                 break
         return (mark.line + 1, mark.column + 1)
+
+    def field_at(self, line: int, column: int) -> str:
+        """The dotted field path of the key written at (line, column), 1-based."""
+        from reconciler.load.diagnostic import render_field
+
+        def walk(node: yaml.Node | None, loc: Loc) -> Loc | None:
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    here = (*loc, str(k.value))
+                    if (k.start_mark.line + 1, k.start_mark.column + 1) == (line, column):
+                        return here
+                    found = walk(v, here)
+                    if found is not None:
+                        return found
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    found = walk(item, (*loc, i))
+                    if found is not None:
+                        return found
+            return None
+
+        return render_field(walk(self._node(), ()) or ())
 
     def mapping_keys(self, loc: Loc) -> list[tuple[str, int, int]]:
         """The keys of the mapping at `loc`, in file order, with their positions."""

@@ -16,8 +16,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 JOB_SEGMENT_RULE = "lowercase letters, digits, '_' and '-', starting with a letter or digit"
 SCHEDULE_ID_RULE = (
-    "at least 2 characters of lowercase letters, digits and '-', "
-    "not starting or ending with '-'"
+    "at least 2 characters of lowercase letters, digits and '-', not starting or ending with '-'"
 )
 
 

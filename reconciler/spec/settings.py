@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reconciler.spec.base import SpecModel
+from reconciler.spec.schedule import check_timezone
 
 BUILTIN_INSTANCE_TYPES: dict[str, tuple[float, float]] = {
     "m5.large": (2, 8),
@@ -78,6 +79,8 @@ class RepoSettings(SpecModel):
         default=None, description="instance-type catalog (default: common m5/c5/r5 sizes)"
     )
     retention_days: int = Field(default=90, ge=1)
+
+    _check_timezone = field_validator("timezone")(check_timezone)
 
     def instance_type_names(self) -> list[str]:
         if self.instance_types is None:
