@@ -9,7 +9,15 @@ from typing import Any
 import click
 import yaml
 
-from reconciler.cli.options import echo_json, find_repo, output_option, repo_option
+from reconciler.cli.options import (
+    db_option,
+    echo_json,
+    find_repo,
+    output_option,
+    repo_option,
+    store_exists,
+    store_url,
+)
 from reconciler.cli.render import iso_z, table
 from reconciler.cli.source import load_version
 from reconciler.clock import clock_from_environment
@@ -23,11 +31,43 @@ def jobs() -> None:
     """List and show job definitions."""
 
 
-def _load_valid(repo_path: Path | None, ref: str | None) -> JobsRepo:
-    loaded = load_version(find_repo(repo_path), ref=ref)
+def _load_valid(repo: Path, ref: str | None) -> JobsRepo:
+    loaded = load_version(repo, ref=ref)
     if loaded.errors:
         raise DefinitionError(loaded.errors)
     return loaded
+
+
+def _live_state(repo: Path, db_url: str | None, jobs: list[LoadedJob]) -> dict[str, Any]:
+    """Per job: the applied version and whether this version differs from it."""
+    url = store_url(repo, db_url)
+    if not store_exists(url):
+        return {j.id: {"status": "not applied"} for j in jobs}
+    from reconciler.plan.desired import desired_job
+    from reconciler.store import Store
+
+    with Store.open(url) as store:
+        index = store.read_job_index()
+        applied = store.read_jobs([j.id for j in jobs]) if len(jobs) == 1 else {}
+    out: dict[str, Any] = {}
+    for job in jobs:
+        recorded = index.get(job.id)
+        if recorded is None:
+            out[job.id] = {"status": "not applied"}
+            continue
+        want = desired_job(job)
+        same = want.content_hash == recorded.content_hash and dict(want.input_blobs) == dict(
+            recorded.input_blobs
+        )
+        live: dict[str, Any] = {
+            "status": "live" if same else "differs",
+            "version": recorded.version,
+        }
+        if job.id in applied:
+            live["commit"] = applied[job.id].commit
+            live["appliedAt"] = iso_z(applied[job.id].applied_at)
+        out[job.id] = live
+    return out
 
 
 def _next_times(schedule: ResolvedSchedule, now: datetime, count: int) -> list[datetime]:
@@ -60,13 +100,18 @@ def job_summary(job: LoadedJob, now: datetime, count: int) -> dict[str, Any]:
 @repo_option
 @click.option("--ref", default=None, help="Branch, tag or commit (default: HEAD).")
 @click.option("--team", default=None, help="Only jobs owned by this team.")
+@db_option
 @output_option("text", "json")
-def list_jobs(repo_path: Path | None, ref: str | None, team: str | None, output: str) -> None:
-    """List the jobs of a version, sorted by id, with their next fire time."""
-    loaded = _load_valid(repo_path, ref)
+def list_jobs(
+    repo_path: Path | None, ref: str | None, team: str | None, db_url: str | None, output: str
+) -> None:
+    """List the jobs of a version, sorted by id, with their next fire time and live state."""
+    repo = find_repo(repo_path)
+    loaded = _load_valid(repo, ref)
     now = clock_from_environment().now()
     selected = [j for _, j in sorted(loaded.jobs.items()) if team is None or j.spec.team == team]
-    summaries = [job_summary(j, now, 1) for j in selected]
+    live = _live_state(repo, db_url, selected)
+    summaries = [{**job_summary(j, now, 1), "live": live[j.id]} for j in selected]
     if output == "json":
         echo_json(summaries)
         return
@@ -77,20 +122,27 @@ def list_jobs(repo_path: Path | None, ref: str | None, team: str | None, output:
             s["team"] or "(admins)",
             ",".join(x["id"] for x in s["schedules"]) or "-",
             s["nextFireAt"] or "-",
+            (s["live"].get("version") or "-")[:12],
+            s["live"]["status"],
         ]
         for s in summaries
     ]
-    click.echo(table(["ID", "KIND", "TEAM", "SCHEDULES", "NEXT FIRE"], rows), nl=False)
+    headers = ["ID", "KIND", "TEAM", "SCHEDULES", "NEXT FIRE", "LIVE VERSION", "STATE"]
+    click.echo(table(headers, rows), nl=False)
 
 
 @jobs.command("show")
 @click.argument("job_id")
 @repo_option
 @click.option("--ref", default=None, help="Branch, tag or commit (default: HEAD).")
+@db_option
 @output_option("text", "json")
-def show_job(job_id: str, repo_path: Path | None, ref: str | None, output: str) -> None:
-    """Show one job's definition and its schedules' next fire times."""
-    loaded = _load_valid(repo_path, ref)
+def show_job(
+    job_id: str, repo_path: Path | None, ref: str | None, db_url: str | None, output: str
+) -> None:
+    """Show one job's definition, its schedules' next fire times and its live version."""
+    repo = find_repo(repo_path)
+    loaded = _load_valid(repo, ref)
     job = loaded.jobs.get(job_id)  # type: ignore[call-overload]
     if job is None:
         import difflib
@@ -102,12 +154,17 @@ def show_job(job_id: str, repo_path: Path | None, ref: str | None, output: str) 
     summary = job_summary(job, now, 5)
     summary["definition"] = job.spec.to_document()
     summary["versionInputs"] = dict(sorted(job.version_inputs.items()))
+    summary["live"] = _live_state(repo, db_url, [job])[job.id]
     if output == "json":
         echo_json(summary)
         return
     click.echo(f"job {job.id}  ({job.path} at {loaded.label})")
     click.echo(yaml.safe_dump(summary["definition"], sort_keys=False).rstrip())
     click.echo(f"profile (resolved): {job.profile}")
+    live = summary["live"]
+    click.echo(
+        f"live: {live['status']}" + (f" (version {live['version']})" if "version" in live else "")
+    )
     for s in summary["schedules"]:
         click.echo(
             f"schedule {s['id']}: {s['cron']} {s['timezone']}"

@@ -69,11 +69,12 @@ def cli() -> None:
 def _register() -> None:
     from reconciler.cli.init_cmd import init
     from reconciler.cli.jobs_cmd import jobs
+    from reconciler.cli.plan_cmd import apply, history, plan
     from reconciler.cli.schedule_cmd import schedule
     from reconciler.cli.schema_cmd import schema
     from reconciler.cli.validate_cmd import validate
 
-    for command in (init, validate, schema, jobs, schedule):
+    for command in (init, validate, schema, jobs, schedule, plan, apply, history):
         cli.add_command(command)
 
 

@@ -70,3 +70,31 @@ def current_user(as_user: str | None = None) -> str:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False))
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        help="State store URL (default: RECONCILER_DB, else <repo>/.reconciler/state.db).",
+    )(func)
+
+
+def as_option(func: F) -> F:
+    return click.option(
+        "--as", "as_user", default=None, help="Act as this user (default: RECONCILER_USER, $USER)."
+    )(func)
+
+
+def store_url(repo: Path, db_url: str | None) -> str:
+    from reconciler.store import resolve_store_url
+
+    return resolve_store_url(db_url, os.environ, repo)
+
+
+def store_exists(url: str) -> bool:
+    """False only for a default SQLite file that was never created (nothing applied yet)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).exists()
+    return True

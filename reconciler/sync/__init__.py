@@ -1,0 +1,2 @@
+"""Reconciling a commit with the store: read desired (git) and recorded (store), pair,
+diff, plan, and apply in one transaction."""

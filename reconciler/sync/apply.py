@@ -1,0 +1,219 @@
+"""Applying the tip of main (or exactly a saved plan) to the store, in one transaction.
+
+Invariants: everything an apply writes is one transaction, which is also the lock: a
+second apply waits for it, and a holder that dies releases it at once. A draft (a
+commit not on main's first-parent history) is never applied. A saved plan is applied
+only against the state serial and main tip it was made against. A commit older than
+the applied one needs `allow_older`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.errors import RepoError, StalePlan, StateError
+from reconciler.ids import CommitSha, JobId
+from reconciler.plan.desired import DesiredJob
+from reconciler.plan.model import Action, Plan
+from reconciler.plan.render import plan_to_json
+from reconciler.repo.branches import MainBranch, is_ancestor, is_on_main, resolve_main
+from reconciler.repo.history import last_changes, read_commit
+from reconciler.repo.snapshot import CommitSnapshot, open_commit
+from reconciler.store import AppliedFile, AppliedJob, ApplyRecord, Store
+from reconciler.sync.planning import Desired, load_desired, plan_against
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SavedPlanRef:
+    """What a saved plan was made against."""
+
+    commit: CommitSha
+    main_tip: CommitSha | None
+    state_serial: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyOutcome:
+    plan: Plan
+    record: ApplyRecord | None
+    """None when there was nothing to apply."""
+
+
+Confirm = Callable[[Plan], bool]
+
+
+def apply_main(
+    repo: Path,
+    store: Store,
+    *,
+    user: str,
+    now: datetime,
+    lock_timeout: float,
+    allow_older: bool = False,
+    saved: SavedPlanRef | None = None,
+    confirm: Confirm | None = None,
+) -> ApplyOutcome:
+    """Apply the tip of main (or the saved plan's commit) and return what was done.
+
+    `confirm` is shown the plan before anything is written and may decline (StateError).
+    Raises DefinitionError for an invalid commit, StalePlan when a saved or confirmed
+    plan no longer matches, StateError for drafts and older commits, StoreError when
+    the lock cannot be taken within `lock_timeout`.
+    """
+    main = resolve_main(repo)
+    commit = _target_commit(repo, main, saved)
+    with open_commit(repo, commit) as snapshot:
+        label = f"{main.tip_ref} ({commit[:7]})" if commit == main.tip else snapshot.label
+        snapshot.label = label
+        desired = load_desired(snapshot)
+        shown: Plan | None = None
+        if confirm is not None:
+            shown = plan_against(snapshot, desired, store, main=main, now=now)
+            if not confirm(shown):
+                raise StateError("apply cancelled; nothing was changed")
+        with store.apply_transaction(holder=user, lock_timeout=lock_timeout) as tx:
+            state = tx.read_state()
+            if saved is not None and state.serial != saved.state_serial:
+                raise StalePlan(
+                    f"the saved plan was made against state serial {saved.state_serial}, but the "
+                    f"store is now at serial {state.serial}: make a new plan"
+                )
+            if shown is not None and state.serial != shown.base.state_serial:
+                raise StalePlan(
+                    f"the store moved from state serial {shown.base.state_serial} to "
+                    f"{state.serial} while the plan was shown: run apply again"
+                )
+            older = (
+                state.commit is not None
+                and state.commit != commit
+                and is_ancestor(repo, commit, state.commit)
+            )
+            if older and not allow_older:
+                raise StateError(
+                    f"{commit[:12]} is older than the applied commit {(state.commit or '')[:12]}; "
+                    "apply it anyway with --allow-older (serve will then see drift)"
+                )
+            plan = plan_against(snapshot, desired, tx, main=main, now=now)
+            if not plan.changes and state.commit == commit:
+                return ApplyOutcome(plan=plan, record=None)
+            versions = _versions(repo, commit, plan, desired)
+            jobs = [
+                _applied_job(
+                    desired.jobs[c.job_id], versions[c.job_id], commit, tx.next_serial, now
+                )
+                for c in plan.changes
+                if c.action in (Action.CREATE, Action.UPDATE)
+            ]
+            tx.upsert_jobs(jobs)
+            tx.mark_jobs_deleted([c.job_id for c in plan.changes if c.action is Action.DELETE], now)
+            upserts, deletes = _file_index_changes(snapshot, tx.read_files())
+            tx.replace_files(upserts, deletes)
+            author = read_commit(repo, commit)
+            record = tx.finish(
+                commit=commit,
+                main_tip=main.tip,
+                user=user,
+                commit_author=f"{author.author_name} <{author.author_email}>",
+                at=now,
+                summary=plan.summary(),
+                plan=plan_to_json(plan),
+            )
+    return ApplyOutcome(plan=plan, record=record)
+
+
+def _target_commit(repo: Path, main: MainBranch, saved: SavedPlanRef | None) -> CommitSha:
+    if saved is None:
+        return main.tip
+    if not is_on_main(repo, saved.commit, main):
+        raise StateError(
+            f"the saved plan is for {saved.commit[:12]}, which is not on {main.tip_ref} "
+            "(a draft): merge it to main, plan again, then apply"
+        )
+    if saved.main_tip != main.tip:
+        raise StalePlan(
+            f"the saved plan was made when {main.tip_ref} was at "
+            f"{(saved.main_tip or 'none')[:12]}, but it is now at {main.tip[:12]}: "
+            "make a new plan"
+        )
+    return saved.commit
+
+
+def _versions(repo: Path, commit: str, plan: Plan, desired: Desired) -> dict[JobId, CommitSha]:
+    """Per created/updated job: the newest first-parent commit that changed its inputs."""
+    changed = [
+        desired.jobs[c.job_id] for c in plan.changes if c.action in (Action.CREATE, Action.UPDATE)
+    ]
+    paths = {p for job in changed for p in job.input_blobs}
+    if not paths:
+        return {}
+    last = last_changes(repo, commit, paths)
+    out: dict[JobId, CommitSha] = {}
+    for job in changed:
+        candidates = {last[p] for p in job.input_blobs if p in last}
+        if not candidates:
+            raise RepoError(
+                f"no commit on the first-parent history of {commit[:12]} changed {job.path}"
+            )
+        out[job.job_id] = _newest(repo, candidates)
+    return out
+
+
+def _newest(repo: Path, candidates: set[CommitSha]) -> CommitSha:
+    newest = next(iter(candidates))
+    for other in candidates:
+        if other != newest and is_ancestor(repo, newest, other):
+            newest = other
+    return newest
+
+
+def _applied_job(
+    job: DesiredJob, version: CommitSha, commit: CommitSha, serial: int, now: datetime
+) -> AppliedJob:
+    return AppliedJob(
+        job_id=job.job_id,
+        version=version,
+        commit=commit,
+        content_hash=job.content_hash,
+        input_blobs=dict(job.input_blobs),
+        definition=dict(job.definition),
+        applied_serial=serial,
+        applied_at=now,
+    )
+
+
+def file_kind(path: str) -> str:
+    if path == "reconciler.yaml":
+        return "settings"
+    if path == "teams.yaml":
+        return "teams"
+    for prefix, kind in (
+        ("profiles/", "profile"),
+        ("queries/", "query"),
+        ("schedules/", "schedule"),
+    ):
+        if path.startswith(prefix):
+            return kind
+    if path.startswith("jobs/") and path.endswith(".yaml"):
+        return "job"
+    return "asset"
+
+
+def _file_index_changes(
+    snapshot: CommitSnapshot, applied: Mapping[str, AppliedFile]
+) -> tuple[list[AppliedFile], list[str]]:
+    files = snapshot.files()
+    upserts = [
+        AppliedFile(path=p, blob=e.blob, kind=file_kind(p), parsed=None)
+        for p, e in files.items()
+        if _indexed(p) and (p not in applied or applied[p].blob != e.blob)
+    ]
+    deletes = [p for p in applied if p not in files or not _indexed(p)]
+    return upserts, deletes
+
+
+def _indexed(path: str) -> bool:
+    """Files the store indexes: every input of a definition (not docs, schemas, CI files)."""
+    return file_kind(path) != "asset" or path.startswith("jobs/")

@@ -1,0 +1,144 @@
+"""Making a plan: desired jobs of a commit vs the jobs the store recorded.
+
+Edge: reads git (through a snapshot) and the store (through a reader); the pairing,
+diffing and rendering are the pure `reconciler.plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.errors import DefinitionError, RepoError
+from reconciler.ids import BlobSha, JobId
+from reconciler.load.loader import load_jobs_repo
+from reconciler.load.model import JobsRepo
+from reconciler.plan.desired import DesiredJob, RecordedJob, desired_job
+from reconciler.plan.diff import needs_definition, pair_jobs, plan_changes
+from reconciler.plan.model import Plan, PlanBase
+from reconciler.repo.branches import MainBranch, resolve_main
+from reconciler.repo.snapshot import CommitSnapshot, open_commit
+from reconciler.store.records import AppliedJob, AppliedJobIndex, StoreState
+
+
+class StoreReader(Protocol):
+    """What planning reads of the store: the Store itself, or an apply transaction."""
+
+    def read_state(self) -> StoreState: ...
+
+    def read_job_index(self, *, include_deleted: bool = False) -> dict[JobId, AppliedJobIndex]: ...
+
+    def read_jobs(
+        self, ids: Collection[JobId] | None = None, *, include_deleted: bool = False
+    ) -> dict[JobId, AppliedJob]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Desired:
+    """A loaded, valid commit and its normalized jobs."""
+
+    loaded: JobsRepo
+    jobs: Mapping[JobId, DesiredJob]
+
+
+def load_desired(snapshot: CommitSnapshot) -> Desired:
+    """Load a commit; raise DefinitionError with every error when it is invalid."""
+    loaded = load_jobs_repo(snapshot, label=snapshot.label, commit=snapshot.commit)
+    if loaded.errors:
+        raise DefinitionError(loaded.errors)
+    return Desired(loaded=loaded, jobs={i: desired_job(j) for i, j in loaded.jobs.items()})
+
+
+def try_resolve_main(repo: Path) -> MainBranch | None:
+    try:
+        return resolve_main(repo)
+    except RepoError:
+        return None
+
+
+def plan_against(
+    snapshot: CommitSnapshot,
+    desired: Desired,
+    reader: StoreReader,
+    *,
+    main: MainBranch | None,
+    now: datetime,
+) -> Plan:
+    """The plan that would make the store's jobs equal `desired`."""
+    state = reader.read_state()
+    index = reader.read_job_index()
+    recorded = {
+        i: RecordedJob(
+            job_id=i, version=x.version, content_hash=x.content_hash, input_blobs=x.input_blobs
+        )
+        for i, x in index.items()
+    }
+    wanted = [
+        i
+        for i, want, have in pair_jobs(desired.jobs, recorded)
+        if needs_definition(want, have) or (want is None and have is not None)
+    ]
+    if wanted:
+        for i, job in reader.read_jobs(wanted).items():
+            recorded[i] = RecordedJob(
+                job_id=i,
+                version=job.version,
+                content_hash=job.content_hash,
+                input_blobs=job.input_blobs,
+                definition=job.definition,
+            )
+    file_texts = _changed_file_texts(snapshot, desired.jobs, recorded)
+    assert snapshot.commit is not None
+    return plan_changes(
+        desired.jobs,
+        recorded,
+        ref=snapshot.label,
+        commit=snapshot.commit,
+        base=PlanBase(
+            state_serial=state.serial,
+            applied_commit=state.commit,
+            main_tip=main.tip if main is not None else None,
+        ),
+        now=now,
+        file_texts=file_texts,
+        warnings=desired.loaded.warnings,
+        stats={"filesParsed": desired.loaded.files_parsed, "jobs": len(desired.jobs)},
+    )
+
+
+def _changed_file_texts(
+    snapshot: CommitSnapshot,
+    desired: Mapping[JobId, DesiredJob],
+    recorded: Mapping[JobId, RecordedJob],
+) -> dict[str, bytes]:
+    """Contents of snapshot files whose blob differs between the two sides."""
+    blobs: set[str] = set()
+    for job_id, want, have in pair_jobs(desired, recorded):
+        if want is None:
+            continue
+        old = dict(have.input_blobs) if have is not None else {}
+        for path, blob in want.input_blobs.items():
+            if path != want.path and old.get(path) != blob:
+                blobs.add(blob)
+                if path in old:
+                    blobs.add(old[path])
+        del job_id
+    if not blobs:
+        return {}
+    out: dict[str, bytes] = {}
+    for blob in sorted(blobs):
+        try:
+            out[blob] = snapshot.blobs.read([BlobSha(blob)])[BlobSha(blob)]
+        except RepoError:
+            continue  # an old blob no longer in this clone: the diff says so
+    return out
+
+
+def make_plan(repo: Path, reader: StoreReader, *, ref: str | None, now: datetime) -> Plan:
+    """Load `ref` (default HEAD) and plan it against the store."""
+    with open_commit(repo, ref or "HEAD") as snapshot:
+        desired = load_desired(snapshot)
+        return plan_against(snapshot, desired, reader, main=try_resolve_main(repo), now=now)
