@@ -1,21 +1,17 @@
-"""The normalized definition of a job: what apply stores and plan compares.
+"""The two sides a plan pairs: jobs as a commit defines them, and as the store recorded them.
 
-Invariants: normalized definitions are plain JSON values with every default and
-reference resolved (schedules with their zone, profile, timeout, catalog), so two
-commits that mean the same job give equal definitions and equal content hashes.
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.ids import JobId
 from reconciler.load.model import LoadedJob
+from reconciler.load.normalize import content_hash, normalize_job
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,26 +36,6 @@ class RecordedJob:
     definition: Mapping[str, Any] | None = None
 
 
-def normalize_job(job: LoadedJob) -> dict[str, Any]:
-    """The normalized definition of a loaded job."""
-    doc: dict[str, Any] = job.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["schedules"] = [s.to_json() for s in job.schedules]
-    doc["profile"] = job.profile
-    doc["timeoutSeconds"] = job.timeout_seconds
-    if job.catalog is not None:
-        if "sql" in doc:
-            doc["sql"]["catalog"] = job.catalog
-        elif "sql" in doc.get("streaming", {}):
-            doc["streaming"]["sql"]["catalog"] = job.catalog
-    return doc
-
-
-def content_hash(definition: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a definition."""
-    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
 def desired_job(job: LoadedJob) -> DesiredJob:
     definition = normalize_job(job)
     return DesiredJob(
@@ -69,3 +45,6 @@ def desired_job(job: LoadedJob) -> DesiredJob:
         content_hash=content_hash(definition),
         input_blobs=dict(job.version_inputs),
     )
+
+
+__all__ = ["DesiredJob", "RecordedJob", "content_hash", "desired_job", "normalize_job"]
