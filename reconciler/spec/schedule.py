@@ -6,6 +6,7 @@ whether a `use:` names an existing file is a cross-file rule of the loader.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -34,12 +35,22 @@ def check_schedule_id(value: str) -> str:
 
 
 def check_cron(value: str) -> str:
+    problem = _cron_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("cron", "{message}", {"message": problem})
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_problem(value: str) -> str | None:
+    """Why `value` is not a cron expression that can fire, or None; cached because a
+    repo repeats a few expressions across thousands of jobs."""
     try:
         schedule_math.parse_cron(value)
         schedule_math.check_cron_can_fire(value)
     except schedule_math.CronError as exc:
-        raise PydanticCustomError("cron", "{message}", {"message": str(exc)}) from None
-    return value
+        return str(exc)
+    return None
 
 
 def check_timezone(value: str | None) -> str | None:
