@@ -196,6 +196,21 @@ def parse_yaml(path: str, data: bytes) -> ParsedYaml:
         )
     except yaml.YAMLError as exc:
         return ParsedYaml(None, [_error(path, 1, 1, "", f"YAML error: {exc}", "yaml-syntax")])
+    except (ValueError, OverflowError) as exc:
+        line, column, fld = _unreadable_scalar(data)
+        return ParsedYaml(
+            None,
+            [
+                _error(
+                    path,
+                    line,
+                    column,
+                    fld,
+                    f"value cannot be read ({exc}); quote it to keep it as text",
+                    "invalid-value",
+                )
+            ],
+        )
     finally:
         loader.dispose()
     index = NodeIndex(data) if loader.duplicates else None
@@ -212,6 +227,39 @@ def parse_yaml(path: str, data: bytes) -> ParsedYaml:
         for d in loader.duplicates
     ]
     return ParsedYaml(value, diagnostics)
+
+
+def _unreadable_scalar(data: bytes) -> tuple[int, int, str]:
+    """Where the first scalar is that YAML resolves to a type but cannot build (a date
+    like 2026-02-30): its 1-based line, column and field path."""
+    from reconciler.load.diagnostic import render_field
+
+    constructor = yaml.constructor.SafeConstructor()
+    try:
+        root = yaml.compose(data, Loader=_BaseLoader)
+    except yaml.YAMLError:
+        return (1, 1, "")
+
+    def walk(node: yaml.Node | None, loc: Loc) -> tuple[int, int, str] | None:
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except (ValueError, OverflowError, yaml.YAMLError):
+                return (node.start_mark.line + 1, node.start_mark.column + 1, render_field(loc))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                found = walk(k, loc) or walk(v, (*loc, str(k.value)))
+                if found:
+                    return found
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                found = walk(item, (*loc, i))
+                if found:
+                    return found
+        return None
+
+    return walk(root, ()) or (1, 1, "")
 
 
 def _tag_message(exc: yaml.constructor.ConstructorError) -> str:

@@ -34,3 +34,31 @@ def test_locate_finds_values_keys_and_the_nearest_existing_parent() -> None:
     assert index.locate(("schedules", 0, "cron")) == (3, 11)
     assert index.locate(("schedules", 0, "cron"), key=True) == (3, 5)
     assert index.locate(("schedules", 0, "timezone")) == (2, 5)
+
+
+TRICKY = [
+    b"a: 1\nb: [1, 2.5, true, null, ~, 0x1f, 0o17, .inf, -.nan]\n",
+    b"base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n",
+    b"when: 2026-01-02\nat: 2026-01-02T03:04:05Z\ntext: '2026-01-02'\n",
+    b"yes_no: [yes, no, on, off, Yes]\nempty:\nlist: []\nmap: {}\n",
+    b"multi: |\n  line one\n  line two\nfolded: >\n  a\n  b\n",
+    b"? complex key\n: value\n'quoted key': 1\n\"dq\": 2\n",
+    b"anchors: [&a 1, *a, *a]\n",
+    b"set: !!set {a, b}\nbinary: !!binary aGVsbG8=\nstr: !!str 123\n",
+]
+
+
+def test_fast_builder_gives_the_same_values_as_pyyaml() -> None:
+    import yaml
+
+    for doc in TRICKY:
+        parsed = parse_yaml("x.yaml", doc)
+        assert parsed.diagnostics == [], doc
+        assert parsed.value == yaml.load(doc, Loader=yaml.SafeLoader), doc
+
+
+def test_an_impossible_date_is_an_error_with_its_position() -> None:
+    parsed = parse_yaml("x.yaml", b"arguments:\n  day: 2026-02-30\n")
+    [d] = parsed.diagnostics
+    assert (d.location.line, d.location.column, d.field) == (2, 8, "arguments.day")
+    assert "quote it" in d.message
