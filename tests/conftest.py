@@ -56,6 +56,7 @@ def make_jobs_repo(
     (path -> target), committed once."""
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "--quiet", "--initial-branch", "main", str(root)], check=True)
+    (root / ".gitignore").write_text(".reconciler/\n")
     for path, text in files.items():
         full = root / path
         full.parent.mkdir(parents=True, exist_ok=True)

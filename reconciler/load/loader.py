@@ -8,7 +8,9 @@ Takes the file listing and a reader passed in; touches neither git nor the disk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import gc
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -19,6 +21,15 @@ from reconciler.load.diagnostic import Diagnostic, Severity, sort_diagnostics
 from reconciler.load.model import JobsRepo, LoadedJob, ResolvedSchedule
 from reconciler.load.modelerrors import problems_from_validation, suggest
 from reconciler.load.paths import RepoFile
+from reconciler.load.reuse import (
+    KnownFile,
+    ReusedJob,
+    job_facts,
+    refs_still_hold,
+    reusable,
+    reuse_job,
+    warnings_of,
+)
 from reconciler.load.rules import check_job_refs, check_profile, check_secrets_in_plain_sight
 from reconciler.load.yamldoc import parse_yaml
 from reconciler.spec.base import SpecModel
@@ -57,27 +68,78 @@ def is_yaml_input(path: str) -> bool:
     return path.endswith(".yaml") and path.startswith(("jobs/", "profiles/", "schedules/"))
 
 
-def load_jobs_repo(source: RepoFiles, *, label: str, commit: str | None) -> JobsRepo:
-    """Load and check every file of one version. Never raises for a user mistake."""
-    files = source.files()
-    wanted = [p for p, e in files.items() if is_yaml_input(p) and not e.is_symlink]
-    links = [p for p, e in files.items() if e.is_symlink]
-    contents = source.read([*wanted, *links])
-    loader = _Loader(files=files, contents=contents)
-    return loader.load(label=label, commit=commit, parsed=len(wanted))
+def load_jobs_repo(
+    source: RepoFiles,
+    *,
+    label: str,
+    commit: str | None,
+    known: Mapping[str, KnownFile] | None = None,
+    definitions_in_facts: bool = False,
+) -> JobsRepo:
+    """Load and check every file of one version. Never raises for a user mistake.
+
+    With `known` (path -> what an earlier load recorded), files whose blob and
+    dependencies are unchanged are not parsed again (see `reconciler.load.reuse`);
+    their jobs come back in `JobsRepo.reused`. Every parsed, valid file's document or
+    facts come back in `JobsRepo.documents`, for the next load.
+    """
+    loader = _Loader(source=source, known=known or {}, definitions=definitions_in_facts)
+    with _cycle_collector_paused():
+        return loader.load(label=label, commit=commit)
+
+
+@contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while loading, then restore it.
+
+    Loading allocates millions of objects and keeps many of them, so the collector's
+    full passes over everything kept so far cost about a quarter of a large repo's load
+    time (measured: 0.6 s of 2.4 s CPU at 10,000 jobs) while finding almost no cycles.
+    Reference counting still frees everything else at once, so peak memory does not
+    change; what few cycles there are wait for the next collection.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Loader:
-    def __init__(self, *, files: Mapping[str, RepoFile], contents: Mapping[str, bytes]) -> None:
-        self.files = files
-        self.contents = contents
+    def __init__(
+        self, *, source: RepoFiles, known: Mapping[str, KnownFile], definitions: bool
+    ) -> None:
+        self.source = source
+        self.files = source.files()
+        self.known = known
+        self.definitions = definitions
+        self.contents: dict[str, bytes] = {}
         self.contexts: dict[str, FileContext] = {}
         self.loose: list[Diagnostic] = []
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.parsed = 0
+
+    def read(self, paths: Iterable[str]) -> None:
+        """Read the contents of `paths` not read yet, in one batch."""
+        missing = [p for p in dict.fromkeys(paths) if p not in self.contents]
+        if missing:
+            self.contents.update(self.source.read(missing))
 
     def ctx(self, path: str) -> FileContext:
         if path not in self.contexts:
+            if path in self.files:
+                self.read([path])
             self.contexts[path] = FileContext(path=path, data=self.contents.get(path, b""))
         return self.contexts[path]
+
+    def known_document(self, path: str) -> Mapping[str, Any] | None:
+        known = self.known.get(path)
+        entry = self.files.get(path)
+        if known is None or entry is None or known.blob != entry.blob:
+            return None
+        return known.document
 
     def link_target(self, path: str) -> str:
         return self.contents.get(path, b"").decode("utf-8", "replace")
@@ -86,6 +148,7 @@ class _Loader:
 
     def parse_mapping(self, path: str, *, empty_ok: bool) -> dict[str, Any] | None:
         ctx = self.ctx(path)
+        self.parsed += 1
         parsed = parse_yaml(path, ctx.data)
         ctx.diagnostics.extend(parsed.diagnostics)
         if parsed.value is None:
@@ -132,14 +195,34 @@ class _Loader:
             return None
 
     def load_file(self, path: str, model: type[M], *, empty_ok: bool = False) -> M | None:
+        document = self.known_document(path)
+        if document is not None:
+            try:
+                spec = model.model_validate(document)
+            except ValidationError:
+                pass  # recorded by another version of reconciler: parse it again
+            else:
+                self.documents[path] = dict(document)
+                return spec
         value = self.parse_mapping(path, empty_ok=empty_ok)
         if value is None:
             return None
-        return self.validate(path, model, value)
+        validated = self.validate(path, model, value)
+        if validated is not None and self.ctx(path).error_count() == 0:
+            self.documents[path] = validated.to_document()
+        return validated
 
     # -- the version ------------------------------------------------------------------
 
-    def load(self, *, label: str, commit: str | None, parsed: int) -> JobsRepo:
+    def load(self, *, label: str, commit: str | None) -> JobsRepo:
+        job_paths = sorted(p for p in self.files if job_id_for_path(p) is not None)
+        candidates = {p for p in job_paths if reusable(p, self.known.get(p), self.files)}
+        self.read(
+            p
+            for p, e in self.files.items()
+            if e.is_symlink
+            or (is_yaml_input(p) and p not in candidates and self.known_document(p) is None)
+        )
         settings = self.load_settings()
         teams = (
             self.load_file(TEAMS_PATH, TeamsSpec, empty_ok=True)
@@ -149,16 +232,29 @@ class _Loader:
         profiles = self.load_profiles(settings)
         schedules = self.load_schedules()
         queries = frozenset(q for p in self.files if (q := query_id_for_path(p)) is not None)
+        reused: dict[JobId, ReusedJob] = {}
+        if settings is not None:
+            for path in sorted(candidates):
+                facts = self.known[path].document
+                if refs_still_hold(
+                    facts, teams=teams, profiles=profiles, queries=queries, settings=settings
+                ):
+                    job_id = JobId(path[len("jobs/") : -len(".yaml")].replace("/", "."))
+                    reused[job_id] = reuse_job(job_id, path, facts, self.files)
+                    self.documents[path] = dict(facts)
+                    self.loose.extend(warnings_of(facts))
+        reused_paths = {r.path for r in reused.values()}
+        self.read(p for p in job_paths if p not in reused_paths)
         jobs: dict[JobId, LoadedJob] = {}
         for path in sorted(self.files):
             if path.startswith("jobs/") and path.endswith(".yml"):
                 self.ctx(path).warn(
                     (), "not read: job files end in .yaml", "file-name", anchor="file"
                 )
-            job_id = job_id_for_path(path)
-            if job_id is None:
+            maybe_id = job_id_for_path(path)
+            if maybe_id is None or path in reused_paths:
                 continue
-            job = self.load_job(path, job_id, settings, teams, profiles, schedules, queries)
+            job = self.load_job(path, maybe_id, settings, teams, profiles, schedules, queries)
             if job is not None:
                 jobs[job.id] = job
         if settings is not None:
@@ -174,18 +270,25 @@ class _Loader:
             schedules=schedules,
             queries=queries,
             jobs=jobs if ok else {},
+            reused=reused if ok else {},
+            documents=self.documents if ok else {},
             diagnostics=tuple(sort_diagnostics(diagnostics)),
-            files_parsed=parsed,
+            files_parsed=self.parsed,
             blobs={p: e.blob for p, e in self.files.items()},
         )
 
     def load_settings(self) -> RepoSettings | None:
         if SETTINGS_PATH not in self.files:
             return RepoSettings()
+        if self.known_document(SETTINGS_PATH) is not None:
+            return self.load_file(SETTINGS_PATH, RepoSettings, empty_ok=True)
         value = self.parse_mapping(SETTINGS_PATH, empty_ok=True)
         if value is None:
             return None
-        return self.validate(SETTINGS_PATH, RepoSettings, value, partial=True)
+        settings = self.validate(SETTINGS_PATH, RepoSettings, value, partial=True)
+        if settings is not None and self.ctx(SETTINGS_PATH).error_count() == 0:
+            self.documents[SETTINGS_PATH] = settings.to_document()
+        return settings
 
     def check_settings(self, settings: RepoSettings, profiles: Mapping[str, ProfileSpec]) -> None:
         ctx = self.ctx(SETTINGS_PATH)
@@ -320,7 +423,7 @@ class _Loader:
         version_inputs = {path: self.files[path].blob}
         for snapshot in refs.snapshots:
             version_inputs[snapshot] = self.files[snapshot].blob
-        return LoadedJob(
+        job = LoadedJob(
             id=job_id,
             path=path,
             spec=spec,
@@ -331,6 +434,15 @@ class _Loader:
             version_inputs=version_inputs,
             depends_on=tuple(sorted(refs.shared)),
         )
+        self.documents[path] = job_facts(
+            job,
+            warnings=[d for d in ctx.diagnostics if d.severity is Severity.WARNING],
+            files=self.files,
+            paths=refs.paths,
+            queries=refs.queries,
+            with_definition=self.definitions,
+        )
+        return job
 
     def validate_job(
         self, ctx: FileContext, value: dict[str, Any]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.ids import JobId, ScheduleId
 from reconciler.load.diagnostic import Diagnostic, Severity
@@ -16,6 +16,9 @@ from reconciler.spec.profile import ProfileSpec
 from reconciler.spec.schedule import ConcurrencyPolicy, ReusableScheduleSpec
 from reconciler.spec.settings import RepoSettings
 from reconciler.spec.teams import TeamsSpec
+
+if TYPE_CHECKING:
+    from reconciler.load.reuse import ReusedJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +75,10 @@ class JobsRepo:
     queries: frozenset[str]
     jobs: Mapping[JobId, LoadedJob]
     diagnostics: tuple[Diagnostic, ...]
+    reused: Mapping[JobId, ReusedJob] = field(default_factory=dict)
+    """Jobs not parsed because an earlier load's facts still hold (see load.reuse)."""
+    documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per parsed valid file: its validated document (shared files) or facts (jobs)."""
     files_parsed: int = 0
     blobs: Mapping[str, str] = field(default_factory=dict)
 

@@ -37,6 +37,9 @@ class JobRefs:
     catalog: str | None = None
     snapshots: list[str] = field(default_factory=list)
     shared: set[str] = field(default_factory=set)
+    queries: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    """Other repo paths the job names that must keep existing (wheel, origin)."""
 
 
 def check_secrets_in_plain_sight(ctx: FileContext, value: Mapping[str, Any]) -> None:
@@ -107,9 +110,11 @@ def check_job_refs(
             if path:
                 refs.snapshots.append(path)
         elif spec.python.wheel is not None and spec.python.wheel.package.endswith(".whl"):
-            _check_path(
+            wheel = _check_path(
                 ctx, ("python", "wheel", "package"), spec.python.wheel.package, files, link_target
             )
+            if wheel:
+                refs.paths.append(wheel)
     if spec.streaming is not None and spec.streaming.sql is not None:
         refs.catalog = _check_sql(
             ctx,
@@ -191,6 +196,7 @@ def _check_sql(
     refs: JobRefs,
 ) -> str:
     if sql.query is not None:
+        refs.queries.append(sql.query)
         if sql.query in queries:
             refs.shared.add(query_path(sql.query))
         else:
@@ -205,7 +211,7 @@ def _check_sql(
         if path:
             refs.snapshots.append(path)
     if sql.origin is not None and sql.origin.repo is None:
-        _check_path(
+        origin = _check_path(
             ctx,
             (*loc, "origin", "path"),
             sql.origin.path,
@@ -213,6 +219,8 @@ def _check_sql(
             link_target,
             relative_to_root=True,
         )
+        if origin:
+            refs.paths.append(origin)
     catalog = sql.catalog or settings.default_catalog()
     if catalog not in settings.catalog_names():
         where = "reconciler.yaml catalogs" if settings.catalogs else "the built-in catalogs"

@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.ids import JobId
 from reconciler.load.model import LoadedJob
 from reconciler.load.normalize import content_hash, normalize_job
+from reconciler.load.reuse import ReusedJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,7 +21,8 @@ class DesiredJob:
 
     job_id: JobId
     path: str
-    definition: Mapping[str, Any]
+    definition: Mapping[str, Any] | None
+    """None for a job reused from recorded facts without its definition (see load.reuse)."""
     content_hash: str
     input_blobs: Mapping[str, str]
 
@@ -36,6 +38,16 @@ class RecordedJob:
     definition: Mapping[str, Any] | None = None
 
 
+def reused_desired_job(job: ReusedJob) -> DesiredJob:
+    return DesiredJob(
+        job_id=job.id,
+        path=job.path,
+        definition=job.definition,
+        content_hash=job.content_hash,
+        input_blobs=dict(job.input_blobs),
+    )
+
+
 def desired_job(job: LoadedJob) -> DesiredJob:
     definition = normalize_job(job)
     return DesiredJob(
@@ -47,4 +59,11 @@ def desired_job(job: LoadedJob) -> DesiredJob:
     )
 
 
-__all__ = ["DesiredJob", "RecordedJob", "content_hash", "desired_job", "normalize_job"]
+__all__ = [
+    "DesiredJob",
+    "RecordedJob",
+    "content_hash",
+    "desired_job",
+    "normalize_job",
+    "reused_desired_job",
+]

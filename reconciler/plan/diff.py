@@ -45,6 +45,19 @@ def needs_definition(desired: DesiredJob | None, recorded: RecordedJob | None) -
     )
 
 
+def needs_desired_definition(desired: DesiredJob | None, recorded: RecordedJob | None) -> bool:
+    """Whether diffing this pair needs the desired definition (a create, or a new hash)."""
+    return desired is not None and (
+        recorded is None or desired.content_hash != recorded.content_hash
+    )
+
+
+def _definition(job: DesiredJob) -> Mapping[str, Any]:
+    if job.definition is None:
+        raise ValueError(f"planning {job.job_id} needs its definition; load it without facts")
+    return job.definition
+
+
 def plan_changes(
     desired: Mapping[JobId, DesiredJob],
     recorded: Mapping[JobId, RecordedJob],
@@ -113,12 +126,12 @@ def diff_pair(
             action=Action.CREATE,
             path=want.path,
             fields=tuple(
-                FieldChange(path=k, action=Action.CREATE, new=v)
-                for k, v in sorted(want.definition.items())
+                FieldChange(path=k, action=Action.CREATE, new=_plain(v))
+                for k, v in sorted(_definition(want).items())
                 if k != "schedules" and v not in ({}, [])
             ),
             files=_file_changes(want, {}, file_texts),
-            schedules=_schedule_changes(want.definition, None, now),
+            schedules=_schedule_changes(_definition(want), None, now),
         )
     same_definition = want.content_hash == have.content_hash
     same_files = dict(want.input_blobs) == dict(have.input_blobs)
@@ -128,8 +141,8 @@ def diff_pair(
     schedules: tuple[ScheduleChange, ...] = ()
     if not same_definition:
         old = have.definition or {}
-        fields = diff_definitions(old, want.definition)
-        schedules = _schedule_changes(want.definition, old, now)
+        fields = diff_definitions(old, _definition(want))
+        schedules = _schedule_changes(_definition(want), old, now)
     files = _file_changes(want, have.input_blobs, file_texts)
     if not fields and not files and not schedules:
         return None
@@ -178,8 +191,13 @@ def diff_definitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[Fi
 
 
 def _plain(value: Any) -> Any:
-    """deepdiff marks a missing side with a sentinel object; show it as None."""
-    if value is None or isinstance(value, str | int | float | bool | list | dict):
+    """A JSON value with mapping keys sorted, so output does not depend on where a
+    definition came from; deepdiff's marker of a missing side becomes None."""
+    if isinstance(value, dict):
+        return {k: _plain(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
         return value
     return None
 

@@ -10,9 +10,11 @@ the applied one needs `allow_older`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import RepoError, StalePlan, StateError
 from reconciler.ids import CommitSha, JobId
@@ -23,6 +25,7 @@ from reconciler.repo.branches import MainBranch, is_ancestor, is_on_main, resolv
 from reconciler.repo.history import last_changes, read_commit
 from reconciler.repo.snapshot import CommitSnapshot, open_commit
 from reconciler.store import AppliedFile, AppliedJob, ApplyRecord, Store
+from reconciler.sync.cache import ParseCache
 from reconciler.sync.planning import Desired, load_desired, plan_against
 
 
@@ -65,13 +68,14 @@ def apply_main(
     """
     main = resolve_main(repo)
     commit = _target_commit(repo, main, saved)
-    with open_commit(repo, commit) as snapshot:
+    cache = ParseCache.for_repo(repo)
+    with open_commit(repo, commit) as snapshot, closing(cache):
         label = f"{main.tip_ref} ({commit[:7]})" if commit == main.tip else snapshot.label
         snapshot.label = label
-        desired = load_desired(snapshot)
+        desired = load_desired(snapshot, reader=store, cache=cache)
         shown: Plan | None = None
         if confirm is not None:
-            shown = plan_against(snapshot, desired, store, main=main, now=now)
+            shown = plan_against(snapshot, desired, store, main=main, now=now, cache=cache)
             if not confirm(shown):
                 raise StateError("apply cancelled; nothing was changed")
         with store.apply_transaction(holder=user, lock_timeout=lock_timeout) as tx:
@@ -96,20 +100,34 @@ def apply_main(
                     f"{commit[:12]} is older than the applied commit {(state.commit or '')[:12]}; "
                     "apply it anyway with --allow-older (serve will then see drift)"
                 )
-            plan = plan_against(snapshot, desired, tx, main=main, now=now)
+            plan = plan_against(snapshot, desired, tx, main=main, now=now, cache=cache)
             if not plan.changes and state.commit == commit:
                 return ApplyOutcome(plan=plan, record=None)
             versions = _versions(repo, commit, plan, desired)
-            jobs = [
-                _applied_job(
-                    desired.jobs[c.job_id], versions[c.job_id], commit, tx.next_serial, now
-                )
+            changed = [
+                desired.jobs[c.job_id]
                 for c in plan.changes
                 if c.action in (Action.CREATE, Action.UPDATE)
             ]
+            # A job reused from facts changed only in its files: its definition is the
+            # one recorded (equal content hash).
+            recorded = tx.read_jobs([j.job_id for j in changed if j.definition is None])
+            jobs = [
+                _applied_job(
+                    j,
+                    j.definition if j.definition is not None else recorded[j.job_id].definition,
+                    versions[j.job_id],
+                    commit,
+                    tx.next_serial,
+                    now,
+                )
+                for j in changed
+            ]
             tx.upsert_jobs(jobs)
             tx.mark_jobs_deleted([c.job_id for c in plan.changes if c.action is Action.DELETE], now)
-            upserts, deletes = _file_index_changes(snapshot, tx.read_files())
+            upserts, deletes = _file_index_changes(
+                snapshot, tx.read_files(), desired.loaded.documents
+            )
             tx.replace_files(upserts, deletes)
             author = read_commit(repo, commit)
             record = tx.finish(
@@ -170,7 +188,12 @@ def _newest(repo: Path, candidates: set[CommitSha]) -> CommitSha:
 
 
 def _applied_job(
-    job: DesiredJob, version: CommitSha, commit: CommitSha, serial: int, now: datetime
+    job: DesiredJob,
+    definition: Mapping[str, Any],
+    version: CommitSha,
+    commit: CommitSha,
+    serial: int,
+    now: datetime,
 ) -> AppliedJob:
     return AppliedJob(
         job_id=job.job_id,
@@ -178,7 +201,7 @@ def _applied_job(
         commit=commit,
         content_hash=job.content_hash,
         input_blobs=dict(job.input_blobs),
-        definition=dict(job.definition),
+        definition=dict(definition),
         applied_serial=serial,
         applied_at=now,
     )
@@ -202,15 +225,26 @@ def file_kind(path: str) -> str:
 
 
 def _file_index_changes(
-    snapshot: CommitSnapshot, applied: Mapping[str, AppliedFile]
+    snapshot: CommitSnapshot,
+    applied: Mapping[str, AppliedFile],
+    documents: Mapping[str, Mapping[str, Any]],
 ) -> tuple[list[AppliedFile], list[str]]:
-    files = snapshot.files()
-    upserts = [
-        AppliedFile(path=p, blob=e.blob, kind=file_kind(p), parsed=None)
-        for p, e in files.items()
-        if _indexed(p) and (p not in applied or applied[p].blob != e.blob)
-    ]
-    deletes = [p for p in applied if p not in files or not _indexed(p)]
+    """Rows of the store's file index to write: changed blobs, and every file parsed
+    this time with its document or facts (job facts without their definition, which
+    applied_jobs holds)."""
+    upserts = []
+    for path, entry in snapshot.files().items():
+        if not _indexed(path):
+            continue
+        document = documents.get(path)
+        parsed = (
+            None if document is None else {k: v for k, v in document.items() if k != "definition"}
+        )
+        old = applied.get(path)
+        if old is not None and old.blob == entry.blob and (parsed is None or old.parsed == parsed):
+            continue
+        upserts.append(AppliedFile(path=path, blob=entry.blob, kind=file_kind(path), parsed=parsed))
+    deletes = [p for p in applied if p not in snapshot.files() or not _indexed(p)]
     return upserts, deletes
 
 

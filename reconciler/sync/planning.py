@@ -14,14 +14,21 @@ from typing import Protocol
 
 from reconciler.errors import DefinitionError, RepoError
 from reconciler.ids import BlobSha, JobId
-from reconciler.load.loader import load_jobs_repo
+from reconciler.load.loader import is_yaml_input, load_jobs_repo
 from reconciler.load.model import JobsRepo
-from reconciler.plan.desired import DesiredJob, RecordedJob, desired_job
-from reconciler.plan.diff import needs_definition, pair_jobs, plan_changes
+from reconciler.load.reuse import KnownFile
+from reconciler.plan.desired import DesiredJob, RecordedJob, desired_job, reused_desired_job
+from reconciler.plan.diff import (
+    needs_definition,
+    needs_desired_definition,
+    pair_jobs,
+    plan_changes,
+)
 from reconciler.plan.model import Plan, PlanBase
 from reconciler.repo.branches import MainBranch, resolve_main
 from reconciler.repo.snapshot import CommitSnapshot, open_commit
-from reconciler.store.records import AppliedJob, AppliedJobIndex, StoreState
+from reconciler.store.records import AppliedFile, AppliedJob, AppliedJobIndex, StoreState
+from reconciler.sync.cache import ParseCache
 
 
 class StoreReader(Protocol):
@@ -35,6 +42,8 @@ class StoreReader(Protocol):
         self, ids: Collection[JobId] | None = None, *, include_deleted: bool = False
     ) -> dict[JobId, AppliedJob]: ...
 
+    def read_files(self) -> dict[str, AppliedFile]: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Desired:
@@ -44,12 +53,47 @@ class Desired:
     jobs: Mapping[JobId, DesiredJob]
 
 
-def load_desired(snapshot: CommitSnapshot) -> Desired:
-    """Load a commit; raise DefinitionError with every error when it is invalid."""
-    loaded = load_jobs_repo(snapshot, label=snapshot.label, commit=snapshot.commit)
+def _known_files(
+    snapshot: CommitSnapshot, reader: StoreReader | None, cache: ParseCache | None
+) -> dict[str, KnownFile]:
+    """What earlier loads recorded for files of this commit: the store's index (shared
+    with every machine using the store), overlaid with the local cache (which also
+    holds definitions)."""
+    blobs = {p: e.blob for p, e in snapshot.files().items() if is_yaml_input(p)}
+    known: dict[str, KnownFile] = {}
+    if reader is not None:
+        for path, applied in reader.read_files().items():
+            if applied.parsed is not None and blobs.get(path) == applied.blob:
+                known[path] = KnownFile(blob=applied.blob, document=applied.parsed)
+    if cache is not None:
+        known.update(cache.lookup(blobs))
+    return known
+
+
+def load_desired(
+    snapshot: CommitSnapshot,
+    *,
+    reader: StoreReader | None = None,
+    cache: ParseCache | None = None,
+    parse: Collection[str] = (),
+) -> Desired:
+    """Load a commit, parsing only files whose recorded facts no longer hold (and the
+    job files in `parse`); raise DefinitionError with every error when it is invalid."""
+    known = {p: k for p, k in _known_files(snapshot, reader, cache).items() if p not in parse}
+    loaded = load_jobs_repo(
+        snapshot,
+        label=snapshot.label,
+        commit=snapshot.commit,
+        known=known,
+        definitions_in_facts=True,
+    )
     if loaded.errors:
         raise DefinitionError(loaded.errors)
-    return Desired(loaded=loaded, jobs={i: desired_job(j) for i, j in loaded.jobs.items()})
+    if cache is not None:
+        cache.save(loaded.documents, {p: e.blob for p, e in snapshot.files().items()})
+    jobs = {i: desired_job(j) for i, j in loaded.jobs.items()}
+    jobs.update({i: reused_desired_job(j) for i, j in loaded.reused.items()})
+    return Desired(loaded=loaded, jobs=jobs)
 
 
 def try_resolve_main(repo: Path) -> MainBranch | None:
@@ -66,6 +110,7 @@ def plan_against(
     *,
     main: MainBranch | None,
     now: datetime,
+    cache: ParseCache | None = None,
 ) -> Plan:
     """The plan that would make the store's jobs equal `desired`."""
     state = reader.read_state()
@@ -76,6 +121,13 @@ def plan_against(
         )
         for i, x in index.items()
     }
+    lacking = {
+        want.path
+        for _, want, have in pair_jobs(desired.jobs, recorded)
+        if want is not None and want.definition is None and needs_desired_definition(want, have)
+    }
+    if lacking:
+        desired = load_desired(snapshot, reader=reader, cache=cache, parse=lacking)
     wanted = [
         i
         for i, want, have in pair_jobs(desired.jobs, recorded)
@@ -139,6 +191,12 @@ def _changed_file_texts(
 
 def make_plan(repo: Path, reader: StoreReader, *, ref: str | None, now: datetime) -> Plan:
     """Load `ref` (default HEAD) and plan it against the store."""
-    with open_commit(repo, ref or "HEAD") as snapshot:
-        desired = load_desired(snapshot)
-        return plan_against(snapshot, desired, reader, main=try_resolve_main(repo), now=now)
+    cache = ParseCache.for_repo(repo)
+    try:
+        with open_commit(repo, ref or "HEAD") as snapshot:
+            desired = load_desired(snapshot, reader=reader, cache=cache)
+            return plan_against(
+                snapshot, desired, reader, main=try_resolve_main(repo), now=now, cache=cache
+            )
+    finally:
+        cache.close()
