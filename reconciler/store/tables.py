@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -170,8 +171,10 @@ runs = Table(
     Column("target", String(64), nullable=False),
     Column("supervisor_pid", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("details", json_type(), nullable=False, server_default=text("'{}'")),
+    Column("host", String(255), nullable=True),
     Index(None, "job_id", "created_at"),
-    Index(None, "state"),
+    Index(None, "state", "created_at"),
 )
 
 fires = Table(
@@ -199,6 +202,7 @@ bookmarks = Table(
     Column("value", json_type(), nullable=False),
     Column("run_id", String(35), nullable=True),
     Column("committed_at", UTCDateTime, nullable=False),
+    Column("previous", json_type(none_as_null=True), nullable=True),
 )
 
 leases = Table(
