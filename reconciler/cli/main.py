@@ -70,11 +70,12 @@ def _register() -> None:
     from reconciler.cli.init_cmd import init
     from reconciler.cli.jobs_cmd import jobs
     from reconciler.cli.plan_cmd import apply, history, plan
+    from reconciler.cli.runs_cmd import COMMANDS as RUN_COMMANDS
     from reconciler.cli.schedule_cmd import schedule
     from reconciler.cli.schema_cmd import schema
     from reconciler.cli.validate_cmd import validate
 
-    for command in (init, validate, schema, jobs, schedule, plan, apply, history):
+    for command in (init, validate, schema, jobs, schedule, plan, apply, history, *RUN_COMMANDS):
         cli.add_command(command)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from reconciler.cli.options import (
 from reconciler.cli.render import iso_z, table
 from reconciler.clock import clock_from_environment
 from reconciler.errors import UsageError
-from reconciler.plan.model import Plan
+from reconciler.plan.model import Action, Plan
 from reconciler.plan.render import render_json, render_markdown, render_text
 
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -110,6 +111,11 @@ def read_saved_plan(path: Path) -> Any:
     help="Seconds to wait for another apply to finish.",
 )
 @click.option("--allow-older", is_flag=True, help="Apply a commit older than the applied one.")
+@click.option(
+    "--stop-running",
+    is_flag=True,
+    help="Stop the active runs of deleted jobs (default: they finish and are recorded).",
+)
 @db_option
 @as_option
 def apply(
@@ -118,6 +124,7 @@ def apply(
     yes: bool,
     lock_timeout: float,
     allow_older: bool,
+    stop_running: bool,
     db_url: str | None,
     as_user: str | None,
 ) -> None:
@@ -165,6 +172,22 @@ def apply(
         f"Applied {record.commit[:12]} as state serial {record.serial}: "
         f"{counts['create']} created, {counts['update']} updated, {counts['delete']} deleted."
     )
+    deleted = [c.job_id for c in outcome.plan.changes if c.action is Action.DELETE]
+    if stop_running and deleted:
+        _stop_runs_of(repo_path, db_url, deleted)
+
+
+def _stop_runs_of(repo_path: Path | None, db_url: str | None, job_ids: Sequence[str]) -> None:
+    """Stop the active runs of deleted jobs (Metronome's --stop-current-job-runs)."""
+    from reconciler.cli.runs_cmd import open_runner
+
+    with open_runner(repo_path, db_url) as runner:
+        runner.reconcile()
+        for job_id in job_ids:
+            active = [r.id for r in runner.runs.active() if r.job_id == job_id]
+            if active:
+                runner.stop(job_id, active)
+                click.echo(f"stopping {len(active)} run(s) of deleted job {job_id}")
 
 
 @click.command()
