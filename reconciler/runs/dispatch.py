@@ -65,6 +65,9 @@ class Runner:
     db_url: str
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     host: str = field(default_factory=socket.gethostname)
+    watching: bool = False
+    """True in a long-lived process (serve) that calls `reconcile` itself often: its
+    runs' supervisors then exit after the final status instead of starting the finisher."""
 
     @property
     def state_dir(self) -> Path:

@@ -237,7 +237,9 @@ def build_launch(runner: Runner, run: Run) -> Launch:
         grace_seconds=int(definition.get("taskKillGracePeriodSeconds", 30)),
         stdout=run_dir / "stdout.log",
         stderr=run_dir / "stderr.log",
-        finish=[
+        finish=None
+        if runner.watching
+        else [
             sys.executable,
             "-m",
             "reconciler.runs.finish",
