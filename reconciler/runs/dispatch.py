@@ -372,7 +372,8 @@ class Runner:
         return current
 
     def _finalize(self, run: Run, status: Any, now: datetime) -> Run:
-        outcome = RunState(status.outcome or "FAILED")
+        # No outcome: the supervisor itself failed (its message says how).
+        outcome = RunState(status.outcome) if status.outcome else RunState.ERROR
         if run.state is RunState.STOPPING:
             outcome = RunState.STOPPED
         ended = status.ended_at or now
