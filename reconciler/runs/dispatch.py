@@ -65,6 +65,8 @@ class Runner:
     db_url: str
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     host: str = field(default_factory=socket.gethostname)
+    record_only: bool = False
+    """The record-only target: runs succeed at once without a process (benchmarks)."""
     watching: bool = False
     """True in a long-lived process (serve) that calls `reconcile` itself often: its
     runs' supervisors then exit after the final status instead of starting the finisher."""
@@ -256,7 +258,11 @@ class Runner:
         from reconciler.targets.local.launcher import start_supervised
 
         now = self.clock.now()
+        if self.record_only:
+            return self._record_only(run, now)
         try:
+            if run.details.get("resolveAtLaunch") and run.snapshots is None:
+                run = self._resolve_at_launch(run)
             launch = build_launch(self, run)
             secrets = self._read_secrets(run.id)
             pid, start_time = start_supervised(self.run_dir(run.id), launch, secrets)
@@ -291,6 +297,39 @@ class Runner:
         )
         return moved if moved is not None else run
 
+    def _resolve_at_launch(self, run: Run) -> Run:
+        """A scheduled run resolves its saved query, snapshot, profile and secrets now."""
+        from reconciler.runs.prepare import plan_at_commit
+
+        plan = plan_at_commit(self, run)
+        secrets = resolve_secrets(run.job_id, plan.definition, self.environ)
+        self._write_secrets(run.id, secrets)
+        moved = self.runs.update(
+            run.id,
+            expect=RunState.STARTING,
+            changes={"snapshots": plan.snapshots, "profile": plan.profile},
+        )
+        if moved is None:
+            raise TargetError(f"run {run.id} changed state while it was being started")
+        return moved
+
+    def _record_only(self, run: Run, now: datetime) -> Run:
+        """The record-only target: a run that succeeds without a process (benchmarks)."""
+        details = {**run.details, "recordOnly": True}
+        moved = self._move(
+            run,
+            RunState.SUCCEEDED,
+            {
+                "started_on": now,
+                "completed_on": now,
+                "last_modified_on": now,
+                "execution_time": 0,
+                "exit_code": 0,
+                "details": details,
+            },
+        )
+        return moved
+
     # -- watching -----------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -311,18 +350,26 @@ class Runner:
         if not run.state.is_active:
             return run
         now = self.clock.now()
-        status = read_status(self.run_dir(run.id))
+        run_dir = self.run_dir(run.id)
+        status = read_status(run_dir)
         if status is None:
             supervisor_dead = run.supervisor_pid is not None and not process_alive(
                 run.supervisor_pid, run.details.get("supervisorStart")
             )
             lost = run.supervisor_pid is None and now - run.last_modified_on > LAUNCH_GRACE
-            if supervisor_dead or lost:
+            if not (supervisor_dead or lost):
+                return run
+            # A supervisor writes its final status just before it exits: look again, or
+            # a run that ended between the two looks would pass for a dead supervisor.
+            status = read_status(run_dir)
+            if status is None:
                 return self._error(run, now, "the run's supervisor died before the job started")
-            return run
         if status.phase == "exited":
             return self._finalize(run, status, now)
         if not process_alive(status.supervisor_pid, status.supervisor_start):
+            final = read_status(run_dir)  # as above: it may have ended since the first look
+            if final is not None and final.phase == "exited":
+                return self._finalize(run, final, now)
             if status.pgid is not None:
                 kill_group(status.pgid)
             return self._error(

@@ -53,6 +53,30 @@ def plan_run(
     )
 
 
+def plan_at_commit(runner: Runner, run: Run) -> RunPlan:
+    """Resolve what a recorded run (a scheduled fire) executes, at its commit."""
+    from reconciler.repo.snapshot import open_commit
+
+    definition = dict(run.details["definition"])
+    with open_commit(runner.repo, run.commit) as snapshot:
+        wanted = _wanted_paths(run.job_id, definition, snapshot.files())
+        blobs = snapshot.read(wanted)
+    settings = {"pip": run.details.get("pip") or {}}
+    plan = _plan(
+        run.job_id,
+        definition,
+        run.commit,
+        run.version,
+        run.draft_ref,
+        settings,
+        blobs,
+        run.arguments,
+        runner.state_dir,
+        catalog=run.details.get("catalogPath"),
+    )
+    return plan
+
+
 def plan_from_run(run: Run) -> RunPlan:
     """The plan of an earlier run (for retries): same commit, version, inputs."""
     return RunPlan(
@@ -136,18 +160,21 @@ def _plan(
     blobs: Mapping[str, bytes],
     arguments: Mapping[str, str],
     state_dir: Path,
+    *,
+    catalog: str | None = None,
 ) -> RunPlan:
     from reconciler.spec.settings import RepoSettings
 
     job_path = job_path_for(job_id)
     profile = resolve_profile(str(definition.get("profile", "default")), blobs)
     snapshots: dict[str, Any] = {}
-    path: str | None = None
+    path: str | None = catalog
     if "sql" in definition:
         snapshots["sql"] = resolve_sql(definition, job_path, blobs)
-        path = catalog_path(
-            RepoSettings.model_validate(settings), definition["sql"].get("catalog"), state_dir
-        )
+        if path is None:
+            path = catalog_path(
+                RepoSettings.model_validate(settings), definition["sql"].get("catalog"), state_dir
+            )
     python = definition.get("python") or {}
     files: dict[str, str] = {}
     if python.get("file"):
