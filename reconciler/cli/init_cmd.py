@@ -52,7 +52,8 @@ def create_jobs_repo(target: Path, *, admin: str) -> str:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--as", "as_user", default=None, help="Org admin to list (default: you).")
 def init(directory: Path, as_user: str | None) -> None:
-    """Create a jobs repo in DIRECTORY with example jobs, teams, a profile and schemas."""
+    """Create a jobs repo in DIRECTORY with example jobs, teams, a profile, schemas and CI
+    pipelines (.github/workflows/reconciler.yml, .gitlab-ci.yml) for pull requests and main."""
     admin = current_user(as_user)
     sha = create_jobs_repo(directory, admin=admin)
     click.echo(f"created jobs repo {directory} (main at {sha[:12]}, org admin {admin})")

@@ -131,19 +131,45 @@ def list_jobs(
     click.echo(table(headers, rows), nl=False)
 
 
+def _load_at_version(repo: Path, job_id: str, version: str) -> tuple[JobsRepo, LoadedJob]:
+    """The repo and the job as of `version`, which must be a version of `job_id`."""
+    from reconciler.gitops.versions import load_job_history, load_version_job, resolve_version
+    from reconciler.repo.branches import resolve_main
+
+    main = resolve_main(repo)
+    history = load_job_history(repo, job_id, tip=main.tip, where=main.tip_ref)
+    return load_version_job(repo, resolve_version(repo, history, version))
+
+
 @jobs.command("show")
 @click.argument("job_id")
 @repo_option
 @click.option("--ref", default=None, help="Branch, tag or commit (default: HEAD).")
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Show the job as of this version (a commit listed by `reconciler versions JOB`).",
+)
 @db_option
 @output_option("text", "json")
 def show_job(
-    job_id: str, repo_path: Path | None, ref: str | None, db_url: str | None, output: str
+    job_id: str,
+    repo_path: Path | None,
+    ref: str | None,
+    version: str | None,
+    db_url: str | None,
+    output: str,
 ) -> None:
     """Show one job's definition, its schedules' next fire times and its live version."""
     repo = find_repo(repo_path)
-    loaded = _load_valid(repo, ref)
-    job = loaded.jobs.get(job_id)  # type: ignore[call-overload]
+    if version is not None and ref is not None:
+        raise UsageError("--ref and --version cannot be combined")
+    if version is not None:
+        loaded, job = _load_at_version(repo, job_id, version)
+    else:
+        loaded = _load_valid(repo, ref)
+        job = loaded.jobs.get(job_id)  # type: ignore[call-overload]
     if job is None:
         import difflib
 
@@ -155,6 +181,8 @@ def show_job(
     summary["definition"] = job.spec.to_document()
     summary["versionInputs"] = dict(sorted(job.version_inputs.items()))
     summary["live"] = _live_state(repo, db_url, [job])[job.id]
+    if version is not None:
+        summary["version"] = loaded.commit
     if output == "json":
         echo_json(summary)
         return

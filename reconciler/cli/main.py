@@ -67,15 +67,32 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from reconciler.cli.gitops_cmd import COMMANDS as GITOPS_COMMANDS
     from reconciler.cli.init_cmd import init
     from reconciler.cli.jobs_cmd import jobs
+    from reconciler.cli.ownership_cmd import COMMANDS as OWNERSHIP_COMMANDS
     from reconciler.cli.plan_cmd import apply, history, plan
     from reconciler.cli.runs_cmd import COMMANDS as RUN_COMMANDS
     from reconciler.cli.schedule_cmd import schedule
     from reconciler.cli.schema_cmd import schema
+    from reconciler.cli.serve_cmd import serve, status
     from reconciler.cli.validate_cmd import validate
 
-    for command in (init, validate, schema, jobs, schedule, plan, apply, history, *RUN_COMMANDS):
+    for command in (
+        init,
+        validate,
+        schema,
+        jobs,
+        schedule,
+        plan,
+        apply,
+        history,
+        *RUN_COMMANDS,
+        serve,
+        status,
+        *GITOPS_COMMANDS,
+        *OWNERSHIP_COMMANDS,
+    ):
         cli.add_command(command)
 
 

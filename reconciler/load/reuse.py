@@ -22,11 +22,13 @@ from reconciler.load.diagnostic import Diagnostic, Severity
 from reconciler.load.model import LoadedJob
 from reconciler.load.normalize import content_hash, normalize_job
 from reconciler.load.paths import RepoFile
+from reconciler.spec.ids import query_path
 from reconciler.spec.profile import ProfileSpec
 from reconciler.spec.settings import RepoSettings
 from reconciler.spec.teams import TeamsSpec
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2
+"""2: facts record the resolved profile, so a reused job's shared files are known."""
 SETTINGS_DEP = "reconciler.yaml"
 
 
@@ -49,6 +51,10 @@ class ReusedJob:
     input_blobs: Mapping[str, str]
     definition: Mapping[str, Any] | None
     facts: Mapping[str, Any]
+    profile: str
+    """The resolved profile name (as `LoadedJob.profile`)."""
+    depends_on: tuple[str, ...]
+    """The shared files it uses, as `LoadedJob.depends_on`."""
 
 
 def dependency_blobs(files: Mapping[str, RepoFile], uses: list[str]) -> dict[str, str | None]:
@@ -85,6 +91,7 @@ def job_facts(
         "deps": dependency_blobs(files, uses),
         "teams": [t for t in [spec.team, *spec.shared_with] if t is not None],
         "profile": spec.profile,
+        "resolvedProfile": job.profile,
         "queries": sorted(queries),
         "paths": sorted(paths),
         "warnings": [w.to_json() for w in warnings],
@@ -135,6 +142,9 @@ def refs_still_hold(
 def reuse_job(
     job_id: JobId, path: str, facts: Mapping[str, Any], files: Mapping[str, RepoFile]
 ) -> ReusedJob:
+    profile = str(facts.get("resolvedProfile", "default"))
+    shared = {f"profiles/{profile}.yaml", *(query_path(q) for q in facts.get("queries", []))}
+    shared |= {d for d in facts.get("deps", {}) if d != SETTINGS_DEP}
     return ReusedJob(
         id=job_id,
         path=path,
@@ -142,6 +152,8 @@ def reuse_job(
         input_blobs={p: files[p].blob for p in facts["inputs"]},
         definition=facts.get("definition"),
         facts=facts,
+        profile=profile,
+        depends_on=tuple(sorted(p for p in shared if p in files)),
     )
 
 

@@ -7,7 +7,7 @@ job really changed, so a plan with nothing to update does not pay for it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from reconciler.plan.model import (
     Plan,
     PlanBase,
     ScheduleChange,
+    SharedFileChange,
 )
 from reconciler.schedule import next_fire_times
 
@@ -282,3 +283,32 @@ def _text(file_texts: Mapping[str, bytes], blob: str | None) -> str:
     if data is None:
         return "(content not available)\n"
     return data.decode("utf-8", "replace")
+
+
+SHARED_PREFIXES = ("profiles/", "queries/", "schedules/")
+
+
+def is_shared_file(path: str) -> bool:
+    """Whether `path` is a saved query, profile or reusable schedule (resolved when a job
+    loads or runs, so a change reaches every job using it)."""
+    return path.startswith(SHARED_PREFIXES)
+
+
+def diff_shared_files(
+    applied: Mapping[str, str],
+    current: Mapping[str, str],
+    uses: Mapping[str, Collection[JobId]],
+) -> tuple[SharedFileChange, ...]:
+    """The shared files whose blob differs between the applied state (`applied`: path ->
+    blob) and the commit (`current`), sorted by path, each with the jobs of the commit
+    using it (`uses`: path -> job ids), sorted."""
+    out: list[SharedFileChange] = []
+    for path in sorted(set(applied) | set(current)):
+        old, new = applied.get(path), current.get(path)
+        if old == new or not is_shared_file(path):
+            continue
+        action = Action.CREATE if old is None else Action.DELETE if new is None else Action.UPDATE
+        out.append(
+            SharedFileChange(path=path, action=action, jobs=tuple(sorted(uses.get(path, ()))))
+        )
+    return tuple(out)

@@ -1,7 +1,8 @@
 """The plan: what applying a commit would change, as a value.
 
 Invariants: changes are ordered by action (create, update, delete), then job id;
-within a change, fields by path, files by path, schedules by id. The same inputs and
+within a change, fields by path, files by path, schedules by id; changed shared files
+(`affects`) by path, each with its jobs by id. The same inputs and
 `now` give an equal plan, so rendered plans are byte-stable.
 Pure: no I/O.
 """
@@ -78,6 +79,16 @@ class JobChange:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SharedFileChange:
+    """A saved query, profile or reusable schedule that differs from the applied one, and
+    the jobs of the commit using it: their next runs change without a new job version."""
+
+    path: str
+    action: Action
+    jobs: tuple[JobId, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PlanBase:
     """What a plan was made against: the store's serial and applied commit, and main."""
 
@@ -96,6 +107,7 @@ class Plan:
     unchanged: int
     warnings: tuple[Diagnostic, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+    affects: tuple[SharedFileChange, ...] = ()
 
     @property
     def has_changes(self) -> bool:

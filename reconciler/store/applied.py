@@ -122,14 +122,27 @@ def load_jobs(
     }
 
 
-def load_files(conn: Connection) -> dict[str, AppliedFile]:
-    """Return every applied repo file, by path."""
+def load_files(conn: Connection, paths: Collection[str] | None = None) -> dict[str, AppliedFile]:
+    """Return the applied repo files among `paths` (all when None) that exist, by path."""
+    # Read as text and decoded here, and only when not NULL (as in `load_job_index`).
     query = select(
-        applied_files.c.path, applied_files.c.blob, applied_files.c.kind, applied_files.c.parsed
+        applied_files.c.path,
+        applied_files.c.blob,
+        applied_files.c.kind,
+        cast(applied_files.c.parsed, Text),
     ).order_by(_in_code_point_order(conn, applied_files.c.path))
+    if paths is None:
+        rows = list(conn.execute(query))
+    else:
+        rows = []
+        for chunk in _chunks(sorted(set(paths))):
+            rows.extend(conn.execute(query.where(applied_files.c.path.in_(chunk))))
+    loads = json.loads
     return {
-        path: AppliedFile(path=path, blob=blob, kind=kind, parsed=parsed)
-        for path, blob, kind, parsed in conn.execute(query)
+        path: AppliedFile(
+            path=path, blob=blob, kind=kind, parsed=None if parsed is None else loads(parsed)
+        )
+        for path, blob, kind, parsed in rows
     }
 
 

@@ -123,9 +123,9 @@ class Store:
             {},
         )
 
-    def read_files(self) -> dict[str, AppliedFile]:
-        """Return every applied repo file, by path."""
-        return self._read("reading applied files", applied.load_files, {})
+    def read_files(self, paths: Collection[str] | None = None) -> dict[str, AppliedFile]:
+        """Return the applied repo files among `paths` (all when None) that exist, by path."""
+        return self._read("reading applied files", lambda conn: applied.load_files(conn, paths), {})
 
     def list_applies(self, *, limit: int | None = None) -> list[ApplyRecord]:
         """Return the recorded applies, newest first, at most `limit` of them."""

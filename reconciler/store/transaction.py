@@ -84,10 +84,10 @@ class ApplyTransaction:
         with self._guard("reading applied jobs"):
             return applied.load_jobs(self._conn, ids, include_deleted=include_deleted)
 
-    def read_files(self) -> dict[str, AppliedFile]:
-        """Return every applied repo file, by path."""
+    def read_files(self, paths: Collection[str] | None = None) -> dict[str, AppliedFile]:
+        """Return the applied repo files among `paths` (all when None) that exist, by path."""
         with self._guard("reading applied files"):
-            return applied.load_files(self._conn)
+            return applied.load_files(self._conn, paths)
 
     def upsert_jobs(self, jobs: Sequence[AppliedJob]) -> None:
         """Insert or replace `jobs` in one bulk statement."""

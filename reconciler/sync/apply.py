@@ -26,6 +26,7 @@ from reconciler.repo.history import last_changes, read_commit
 from reconciler.repo.snapshot import CommitSnapshot, open_commit
 from reconciler.store import AppliedFile, AppliedJob, ApplyRecord, Store
 from reconciler.sync.cache import ParseCache
+from reconciler.sync.collector import collector_paused
 from reconciler.sync.planning import Desired, load_desired, plan_against
 
 
@@ -69,7 +70,7 @@ def apply_main(
     main = resolve_main(repo)
     commit = _target_commit(repo, main, saved)
     cache = ParseCache.for_repo(repo)
-    with open_commit(repo, commit) as snapshot, closing(cache):
+    with collector_paused(), open_commit(repo, commit) as snapshot, closing(cache):
         label = f"{main.tip_ref} ({commit[:7]})" if commit == main.tip else snapshot.label
         snapshot.label = label
         desired = load_desired(snapshot, reader=store, cache=cache)
@@ -232,10 +233,14 @@ def _file_index_changes(
     """Rows of the store's file index to write: changed blobs, and every file parsed
     this time with its document or facts (job facts without their definition, which
     applied_jobs holds)."""
+    files = snapshot.files()
     upserts = []
-    for path, entry in snapshot.files().items():
-        if not _indexed(path):
+    indexed: set[str] = set()
+    for path, entry in files.items():
+        kind = file_kind(path)
+        if not _indexed(path, kind):
             continue
+        indexed.add(path)
         document = documents.get(path)
         parsed = (
             None if document is None else {k: v for k, v in document.items() if k != "definition"}
@@ -243,11 +248,11 @@ def _file_index_changes(
         old = applied.get(path)
         if old is not None and old.blob == entry.blob and (parsed is None or old.parsed == parsed):
             continue
-        upserts.append(AppliedFile(path=path, blob=entry.blob, kind=file_kind(path), parsed=parsed))
-    deletes = [p for p in applied if p not in snapshot.files() or not _indexed(p)]
+        upserts.append(AppliedFile(path=path, blob=entry.blob, kind=kind, parsed=parsed))
+    deletes = [p for p in applied if p not in indexed]
     return upserts, deletes
 
 
-def _indexed(path: str) -> bool:
+def _indexed(path: str, kind: str) -> bool:
     """Files the store indexes: every input of a definition (not docs, schemas, CI files)."""
-    return file_kind(path) != "asset" or path.startswith("jobs/")
+    return kind != "asset" or path.startswith("jobs/")

@@ -17,7 +17,6 @@ from typing import Any
 from reconciler.load.reuse import KnownFile
 
 CACHE_FILE = Path(".reconciler") / "cache" / "parse-v1.sqlite"
-_CHUNK = 400
 
 
 class ParseCache:
@@ -26,6 +25,8 @@ class ParseCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._found: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        """What lookup returned and save wrote, by path: (blob, document)."""
 
     @classmethod
     def for_repo(cls, repo: Path) -> ParseCache:
@@ -51,26 +52,29 @@ class ParseCache:
         if conn is None or not wanted:
             return {}
         out: dict[str, KnownFile] = {}
-        pairs = list(wanted.items())
+        loads = json.loads
         try:
-            for i in range(0, len(pairs), _CHUNK):
-                chunk = [p for p, _ in pairs[i : i + _CHUNK]]
-                marks = ",".join("?" * len(chunk))
-                for path, blob, document in conn.execute(
-                    f"SELECT path, blob, document FROM parsed WHERE path IN ({marks})", chunk
-                ):
-                    if wanted[path] == blob:
-                        out[path] = KnownFile(blob=blob, document=json.loads(document))
+            # The cache keeps one blob per path, so it holds about one version of the repo:
+            # reading it whole beats hundreds of `IN (...)` lists, and only the entries
+            # wanted are decoded.
+            for path, blob, document in conn.execute("SELECT path, blob, document FROM parsed"):
+                if wanted.get(path) == blob:
+                    out[path] = KnownFile(blob=blob, document=loads(document))
         except (sqlite3.Error, ValueError):
             return {}
+        self._found = {p: (k.blob, k.document) for p, k in out.items()}
         return out
 
     def save(self, documents: Mapping[str, Mapping[str, Any]], blobs: Mapping[str, str]) -> None:
-        """Record `documents` (path -> document) at their blobs; keep one blob per path."""
+        """Record `documents` (path -> document) at their blobs; keep one blob per path.
+
+        Entries equal to what `lookup` returned are not written again."""
+        found = self._found
+        changed = {p: d for p, d in documents.items() if found.get(p) != (blobs[p], d)}
         conn = self._connect()
-        if conn is None or not documents:
+        if conn is None or not changed:
             return
-        rows = [(p, blobs[p], json.dumps(d, sort_keys=True)) for p, d in documents.items()]
+        rows = [(p, blobs[p], json.dumps(d, sort_keys=True)) for p, d in changed.items()]
         try:
             with conn:
                 conn.executemany(
@@ -79,6 +83,7 @@ class ParseCache:
                 conn.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?, ?)", rows)
         except sqlite3.Error:
             return
+        self._found.update({p: (blobs[p], d) for p, d in changed.items()})
 
     def close(self) -> None:
         if self._conn is not None:

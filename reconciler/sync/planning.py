@@ -7,7 +7,7 @@ diffing and rendering are the pure `reconciler.plan`.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -19,16 +19,19 @@ from reconciler.load.model import JobsRepo
 from reconciler.load.reuse import KnownFile
 from reconciler.plan.desired import DesiredJob, RecordedJob, desired_job, reused_desired_job
 from reconciler.plan.diff import (
+    diff_shared_files,
+    is_shared_file,
     needs_definition,
     needs_desired_definition,
     pair_jobs,
     plan_changes,
 )
-from reconciler.plan.model import Plan, PlanBase
+from reconciler.plan.model import Plan, PlanBase, SharedFileChange
 from reconciler.repo.branches import MainBranch, resolve_main
 from reconciler.repo.snapshot import CommitSnapshot, open_commit
 from reconciler.store.records import AppliedFile, AppliedJob, AppliedJobIndex, StoreState
 from reconciler.sync.cache import ParseCache
+from reconciler.sync.collector import collector_paused
 
 
 class StoreReader(Protocol):
@@ -42,7 +45,7 @@ class StoreReader(Protocol):
         self, ids: Collection[JobId] | None = None, *, include_deleted: bool = False
     ) -> dict[JobId, AppliedJob]: ...
 
-    def read_files(self) -> dict[str, AppliedFile]: ...
+    def read_files(self, paths: Collection[str] | None = None) -> dict[str, AppliedFile]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,17 +59,16 @@ class Desired:
 def _known_files(
     snapshot: CommitSnapshot, reader: StoreReader | None, cache: ParseCache | None
 ) -> dict[str, KnownFile]:
-    """What earlier loads recorded for files of this commit: the store's index (shared
-    with every machine using the store), overlaid with the local cache (which also
-    holds definitions)."""
+    """What earlier loads recorded for files of this commit: the local cache (which also
+    holds definitions), else the store's index (shared with every machine using the
+    store). The store is asked only for the files the cache does not know."""
     blobs = {p: e.blob for p, e in snapshot.files().items() if is_yaml_input(p)}
-    known: dict[str, KnownFile] = {}
-    if reader is not None:
-        for path, applied in reader.read_files().items():
-            if applied.parsed is not None and blobs.get(path) == applied.blob:
+    known = cache.lookup(blobs) if cache is not None else {}
+    missing = [p for p in blobs if p not in known]
+    if reader is not None and missing:
+        for path, applied in reader.read_files(missing).items():
+            if applied.parsed is not None and blobs[path] == applied.blob:
                 known[path] = KnownFile(blob=applied.blob, document=applied.parsed)
-    if cache is not None:
-        known.update(cache.lookup(blobs))
     return known
 
 
@@ -144,7 +146,7 @@ def plan_against(
             )
     file_texts = _changed_file_texts(snapshot, desired.jobs, recorded)
     assert snapshot.commit is not None
-    return plan_changes(
+    plan = plan_changes(
         desired.jobs,
         recorded,
         ref=snapshot.label,
@@ -158,6 +160,32 @@ def plan_against(
         file_texts=file_texts,
         warnings=desired.loaded.warnings,
         stats={"filesParsed": desired.loaded.files_parsed, "jobs": len(desired.jobs)},
+    )
+    if state.serial == 0:
+        return plan  # nothing applied yet: every shared file is new, and so is every job
+    return replace(plan, affects=_shared_changes(snapshot, desired.loaded, reader))
+
+
+def _shared_changes(
+    snapshot: CommitSnapshot, loaded: JobsRepo, reader: StoreReader
+) -> tuple[SharedFileChange, ...]:
+    """Saved queries, profiles and reusable schedules that differ from the applied ones
+    (the store's file index), with the jobs of the commit using each. Asks the store only
+    for the commit's shared files and the profiles its jobs resolve to (a deleted
+    profiles/default.yaml changes the jobs falling back to the built-in default)."""
+    uses: dict[str, set[JobId]] = {}
+    jobs = [(j.id, j.depends_on, j.profile) for j in loaded.jobs.values()]
+    jobs += [(j.id, j.depends_on, j.profile) for j in loaded.reused.values()]
+    for job_id, depends_on, profile in jobs:
+        for path in {*depends_on, f"profiles/{profile}.yaml"}:
+            uses.setdefault(path, set()).add(job_id)
+    current = {p: e.blob for p, e in snapshot.files().items() if is_shared_file(p)}
+    applied = {p: f.blob for p, f in reader.read_files({*current, *uses}).items()}
+    wanted = {p for p in {*current, *uses} if is_shared_file(p)}
+    return diff_shared_files(
+        {p: b for p, b in applied.items() if p in wanted},
+        current,
+        uses,
     )
 
 
@@ -180,10 +208,15 @@ def _changed_file_texts(
         del job_id
     if not blobs:
         return {}
+    wanted = [BlobSha(b) for b in sorted(blobs)]
+    try:
+        return {str(b): text for b, text in snapshot.blobs.read(wanted).items()}  # one request
+    except RepoError:
+        pass  # some old blob is no longer in this clone: read one by one, skipping it
     out: dict[str, bytes] = {}
-    for blob in sorted(blobs):
+    for blob in wanted:
         try:
-            out[blob] = snapshot.blobs.read([BlobSha(blob)])[BlobSha(blob)]
+            out[blob] = snapshot.blobs.read([blob])[blob]
         except RepoError:
             continue  # an old blob no longer in this clone: the diff says so
     return out
@@ -193,7 +226,7 @@ def make_plan(repo: Path, reader: StoreReader, *, ref: str | None, now: datetime
     """Load `ref` (default HEAD) and plan it against the store."""
     cache = ParseCache.for_repo(repo)
     try:
-        with open_commit(repo, ref or "HEAD") as snapshot:
+        with collector_paused(), open_commit(repo, ref or "HEAD") as snapshot:
             desired = load_desired(snapshot, reader=reader, cache=cache)
             return plan_against(
                 snapshot, desired, reader, main=try_resolve_main(repo), now=now, cache=cache

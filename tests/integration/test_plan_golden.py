@@ -99,3 +99,69 @@ def test_plan_orders_changes_by_action_then_job_id(planned: dict[str, str]) -> N
     orders = body["changes"][1]
     assert orders["fields"] == []
     assert "+select status, count(*) as n" in orders["files"][0]["diff"]
+
+
+SHARED_BEFORE = {
+    "teams.yaml": "admins: [carol]\nteams:\n  sales: {members: [alice]}\n",
+    "queries/sales/rollup.sql": "select 1;\n",
+    "queries/unused.sql": "select 0;\n",
+    "profiles/small.yaml": "mode: standalone\nengine: duckdb\n",
+    "schedules/hourly.yaml": 'cron: "0 * * * *"\n',
+    "jobs/sales/a.yaml": "team: sales\nsql: {query: sales.rollup}\n",
+    "jobs/sales/b.yaml": "team: sales\nsql: {query: sales.rollup}\nprofile: small\n",
+    "jobs/ops/c.yaml": "command: {cmd: echo c}\nprofile: small\nschedules:\n  - {use: hourly}\n",
+    "jobs/ops/d.yaml": "command: {cmd: echo d}\n",
+}
+
+SHARED_AFTER = {
+    "queries/sales/rollup.sql": "select 2;\n",
+    "profiles/small.yaml": "mode: standalone\nengine: duckdb\nconfig: {THREADS: '2'}\n",
+    "jobs/ops/d.yaml": "command: {cmd: echo d2}\n",
+}
+
+
+@pytest.fixture(scope="module")
+def planned_shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("plan-golden-shared")
+    repo = make_jobs_repo(root / "repo", SHARED_BEFORE)
+    clock = root / "now"
+    clock.write_text("2026-03-28T12:00:00Z")
+    env = {"RECONCILER_CLOCK_FILE": str(clock), "RECONCILER_DB": f"sqlite:///{root}/state.db"}
+    runner = CliRunner(env=env)
+    applied = runner.invoke(cli, ["apply", "--yes", "--repo", str(repo), "--as", "carol"])
+    assert applied.exit_code == 0, applied.output
+    for path, text in SHARED_AFTER.items():
+        (repo / path).write_text(text)
+    (repo / "queries/unused.sql").unlink()
+    commit_tree(repo, "change shared files")
+    out: dict[str, str] = {}
+    for fmt in ("text", "json", "markdown"):
+        result = runner.invoke(cli, ["plan", "--repo", str(repo), "--output", fmt])
+        assert result.exit_code == 0, result.output
+        out[fmt] = result.output
+    return out
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("text", "txt"), ("json", "json"), ("markdown", "md")])
+def test_plan_of_changed_shared_files_matches_golden_file(
+    planned_shared: dict[str, str], fmt: str, suffix: str
+) -> None:
+    golden = GOLDEN / f"shared.{suffix}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(planned_shared[fmt])
+    assert planned_shared[fmt] == golden.read_text()
+
+
+def test_plan_lists_the_jobs_each_changed_shared_file_affects(
+    planned_shared: dict[str, str],
+) -> None:
+    body = json.loads(planned_shared["json"])
+    assert body["affects"] == [
+        {"path": "profiles/small.yaml", "action": "update", "jobs": ["ops.c", "sales.b"]},
+        {"path": "queries/sales/rollup.sql", "action": "update", "jobs": ["sales.a", "sales.b"]},
+    ]
+    assert [c["jobId"] for c in body["changes"]] == ["ops.d"]
+    assert (
+        "queries/sales/rollup.sql changed: affects 2 jobs: sales.a, sales.b"
+        in (planned_shared["text"])
+    )
