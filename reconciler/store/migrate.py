@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reconciler.errors import StoreError
 from reconciler.store.engine import SQLITE_BEGIN_IMMEDIATE, redact_url, search_path_schema
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The revision id of the newest migration in `migrations/versions/`."""
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

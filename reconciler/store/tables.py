@@ -189,7 +189,9 @@ fires = Table(
     Column("run_id", String(35), nullable=True),
     Column("decided_at", UTCDateTime, nullable=False),
     Column("overflow_count", Integer, nullable=False, server_default="0"),
+    Column("lateness_ms", Integer, nullable=True),
     UniqueConstraint("job_id", "schedule_id", "scheduled_at"),
+    Index(None, "scheduled_at"),
     CheckConstraint(
         "outcome IN (" + ", ".join(f"'{o}'" for o in FIRE_OUTCOMES) + ")", name="outcome"
     ),
@@ -213,6 +215,26 @@ leases = Table(
     Column("token", BigInteger, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("renewed_at", UTCDateTime, nullable=False),
+    Column("replica", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+)
+
+schedule_cursors = Table(
+    "schedule_cursors",
+    metadata,
+    Column("job_id", String(255), primary_key=True),
+    Column("schedule_id", String(255), primary_key=True),
+    Column("cursor_at", UTCDateTime, nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+loop_state = Table(
+    "loop_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", json_type(), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 tokens = Table(

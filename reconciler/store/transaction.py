@@ -63,6 +63,11 @@ class ApplyTransaction:
         self._closed = False
 
     @property
+    def connection(self) -> Connection:
+        """The transaction's connection, for checks that must run inside it (fencing)."""
+        return self._conn
+
+    @property
     def next_serial(self) -> int:
         """The serial `finish` will record: the serial at lock time plus one."""
         return self._start.serial + 1
