@@ -22,6 +22,7 @@ from reconciler.cli.options import (
 )
 from reconciler.cli.render import iso_z, table
 from reconciler.errors import UsageError
+from reconciler.ownership.check import require_run_access
 
 POLL_SECONDS = 0.1
 STATES = [
@@ -53,8 +54,12 @@ def open_runner(repo_path: Path | None, db_url: str | None) -> Iterator[Any]:
         )
 
 
-def run_json(run: Any, *, deleted: bool = False) -> dict[str, Any]:
-    """The documented JSON shape of a run (Glue JobRun field names, camelCase)."""
+def run_json(run: Any, *, deleted: bool = False, restores: str | None = None) -> dict[str, Any]:
+    """The documented JSON shape of a run (Glue JobRun field names, camelCase).
+
+    `restores` is the ``Restores: JOB@VERSION`` trailer of the run's version commit
+    (see `restores_of`); None when it has none or it was not read.
+    """
     details = dict(run.details)
     return {
         "id": run.id,
@@ -64,6 +69,7 @@ def run_json(run: Any, *, deleted: bool = False) -> dict[str, Any]:
         "trigger": run.trigger,
         "commit": run.commit,
         "version": run.version,
+        "restores": restores,
         "draft": {"ref": run.draft_ref, "commit": run.commit} if run.draft_ref else None,
         "state": run.state.value,
         "startedOn": iso_z(run.started_on) if run.started_on else None,
@@ -97,6 +103,10 @@ def _print_run(run: Any) -> None:
 def _wait(runner: Any, run: Any, *, follow: bool) -> Any:
     offsets = {"stdout": 0, "stderr": 0}
     while True:
+        if run.state.value == "WAITING":
+            # What frees its slot may have no finisher left to say so (a supervisor that
+            # died): look at every run of this host, which also starts or expires this one.
+            runner.reconcile()
         run = runner.get(run.job_id, run.id)
         if follow:
             _follow_once(runner, run, offsets)
@@ -149,6 +159,7 @@ def run_cmd(
 
     arguments = parse_arguments(args)
     with open_runner(repo_path, db_url) as runner:
+        require_run_access(runner, job_id, current_user(as_user), what="run", ref=ref)
         runner.reconcile()
         run = runner.start(
             job_id,
@@ -169,6 +180,31 @@ def run_cmd(
     return 0
 
 
+def restores_of(repo: Path, runs: list[Any]) -> dict[str, str | None]:
+    """Per version commit of `runs`: its ``Restores:`` trailer (None when it has none or
+    git cannot tell)."""
+    from reconciler.errors import RepoError
+    from reconciler.gitops.versions import load_restores
+
+    try:
+        return load_restores(repo, [r.version for r in runs if r.version])
+    except RepoError:
+        return {}
+
+
+def _lineage(repo: Path, job_id: str) -> list[str]:
+    """JOB and the ids its file had before moves on main that no job has now (their
+    runs are JOB's history); just JOB when git cannot tell."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.gitops.versions import load_former_ids
+    from reconciler.repo.branches import resolve_main
+
+    try:
+        return [job_id, *load_former_ids(repo, job_id, tip=resolve_main(repo).tip)]
+    except ReconcilerError:
+        return [job_id]
+
+
 def _deleted(runner: Any, job_id: str) -> bool:
     live = runner.store.read_jobs([job_id], include_deleted=True).get(job_id)
     return live is None or live.deleted_at is not None
@@ -182,6 +218,7 @@ def _deleted(runner: Any, job_id: str) -> bool:
 @click.option("--drafts", is_flag=True, help="Include draft runs.")
 @repo_option
 @db_option
+@as_option
 @output_option("text", "json")
 def runs_cmd(
     job_id: str,
@@ -191,23 +228,28 @@ def runs_cmd(
     drafts: bool,
     repo_path: Path | None,
     db_url: str | None,
+    as_user: str | None,
     output: str,
 ) -> None:
-    """List runs of JOB, newest first."""
+    """List runs of JOB, newest first; when JOB's file was moved on main, also the runs
+    recorded under its earlier ids that no job has now (git log --follow)."""
     from reconciler.runs.state import RunState
 
     with open_runner(repo_path, db_url) as runner:
+        require_run_access(runner, job_id, current_user(as_user), what="view runs of")
         runner.reconcile()
         page, token = runner.runs.list_runs(
-            [job_id],
+            _lineage(runner.repo, job_id),
             states=[RunState(s) for s in states] or None,
             include_drafts=drafts,
             max_results=max_results,
             next_token=next_token,
         )
         deleted = _deleted(runner, job_id)
+        restores = restores_of(runner.repo, page) if output == "json" else {}
     if output == "json":
-        echo_json({"jobRuns": [run_json(r, deleted=deleted) for r in page], "nextToken": token})
+        runs = [run_json(r, deleted=deleted, restores=restores.get(r.version)) for r in page]
+        echo_json({"jobRuns": runs, "nextToken": token})
         return
     if deleted and page:
         click.echo(f"(job {job_id} is not live: deleted or renamed; its history is kept)")
@@ -240,6 +282,7 @@ def runs_cmd(
 @click.option("--predecessors", is_flag=True, help="Include the chain of earlier attempts.")
 @repo_option
 @db_option
+@as_option
 @output_option("text", "json")
 def run_info(
     job_id: str,
@@ -247,13 +290,17 @@ def run_info(
     predecessors: bool,
     repo_path: Path | None,
     db_url: str | None,
+    as_user: str | None,
     output: str,
 ) -> None:
     """Show one run."""
     with open_runner(repo_path, db_url) as runner:
+        user = current_user(as_user)
+        require_run_access(runner, job_id, user, what="view runs of", run_id=run_id)
         runner.reconcile()
         run = runner.get(job_id, run_id)
-        body = run_json(run, deleted=_deleted(runner, job_id))
+        restores = restores_of(runner.repo, [run]).get(run.version or "")
+        body = run_json(run, deleted=_deleted(runner, job_id), restores=restores)
         chain = []
         if predecessors:
             previous = run.previous_run_id
@@ -284,14 +331,22 @@ def run_info(
 @click.argument("run_ids", nargs=-1, required=True)
 @repo_option
 @db_option
+@as_option
 @output_option("text", "json")
 def stop(
-    job_id: str, run_ids: tuple[str, ...], repo_path: Path | None, db_url: str | None, output: str
+    job_id: str,
+    run_ids: tuple[str, ...],
+    repo_path: Path | None,
+    db_url: str | None,
+    as_user: str | None,
+    output: str,
 ) -> int:
     """Stop 1 to 25 runs of JOB; per-run errors for unknown or finished runs."""
     if not 1 <= len(run_ids) <= 25:
         raise UsageError(f"give 1 to 25 run ids, got {len(run_ids)}")
     with open_runner(repo_path, db_url) as runner:
+        user = current_user(as_user)
+        require_run_access(runner, job_id, user, what="stop runs of", run_id=run_ids[0])
         result = runner.stop(job_id, run_ids)
     body = {
         "successfulSubmissions": [{"jobName": job_id, "jobRunId": r} for r in result.stopped],
@@ -314,12 +369,20 @@ def stop(
 @click.argument("run_id")
 @repo_option
 @db_option
+@as_option
 @output_option("text", "json")
 def retry(
-    job_id: str, run_id: str, repo_path: Path | None, db_url: str | None, output: str
+    job_id: str,
+    run_id: str,
+    repo_path: Path | None,
+    db_url: str | None,
+    as_user: str | None,
+    output: str,
 ) -> None:
     """Run a finished run again as its next attempt (same commit and arguments)."""
     with open_runner(repo_path, db_url) as runner:
+        user = current_user(as_user)
+        require_run_access(runner, job_id, user, what="retry runs of", run_id=run_id)
         runner.reconcile()
         run = runner.retry(job_id, run_id)
     if output == "json":
@@ -340,6 +403,7 @@ def retry(
 )
 @repo_option
 @db_option
+@as_option
 def logs(
     job_id: str,
     run_id: str,
@@ -347,10 +411,13 @@ def logs(
     stream: str | None,
     repo_path: Path | None,
     db_url: str | None,
+    as_user: str | None,
 ) -> None:
     """Print a run's output (secret values are redacted when written)."""
     streams = [stream] if stream else ["stdout", "stderr"]
     with open_runner(repo_path, db_url) as runner:
+        user = current_user(as_user)
+        require_run_access(runner, job_id, user, what="view runs of", run_id=run_id)
         run = runner.get(job_id, run_id)
         if not follow:
             for name in streams:

@@ -70,6 +70,9 @@ class Runner:
     watching: bool = False
     """True in a long-lived process (serve) that calls `reconcile` itself often: its
     runs' supervisors then exit after the final status instead of starting the finisher."""
+    _waiting: dict[RunId, Run] = field(default_factory=dict, init=False, repr=False)
+    """The WAITING runs the last `pump` read, by id. A run's row does not change while
+    it waits, so each is read from the store once, not on every pump."""
 
     @property
     def state_dir(self) -> Path:
@@ -106,11 +109,12 @@ class Runner:
         run = self._new_run(plan, secrets, trigger=trigger, now=now, timeout=timeout)
         self._write_secrets(run.id, secrets)
         with self.runs.queue_lock() as conn:
-            if no_queue and self._blocked(run, self.runs.active(conn=conn), conn=conn):
+            if no_queue and self._blocked(run, self.runs.holding_slot(conn=conn), conn=conn):
                 shutil.rmtree(self.run_dir(run.id), ignore_errors=True)
                 raise ConcurrentRunsExceeded(
-                    f"{job_id}: no free slot (maxConcurrentRuns of the job or of this host, or "
-                    "its catalog is in use); run without --no-queue to wait in WAITING"
+                    f"ConcurrentRunsExceeded: {job_id}: no free slot (maxConcurrentRuns of the "
+                    "job or of this host, or its catalog is in use); run without --no-queue to "
+                    "wait in WAITING"
                 )
             self.runs.insert(run, conn=conn)
         self.pump()
@@ -189,14 +193,16 @@ class Runner:
     def _blocked(self, run: Run, active: Sequence[Run], *, conn: Any = None) -> bool:
         """Whether `run` cannot start now next to the `active` runs of the store."""
         del conn
-        here = [r for r in active if r.state.is_active and r.details.get("host") == self.host]
-        if len(here) >= int(run.details.get("hostSlots") or DEFAULT_HOST_SLOTS):
-            return True
-        same_job = [r for r in active if r.state.is_active and r.job_id == run.job_id]
-        if len(same_job) >= int(run.details["definition"].get("maxConcurrentRuns", 1)):
-            return True
-        catalog = run.details.get("catalogPath")
-        return catalog is not None and any(r.details.get("catalogPath") == catalog for r in here)
+        return _Slots.held_by(active, self.host).block(run)
+
+    def _read_waiting(self, conn: Any) -> list[Run]:
+        """The WAITING runs in queue order, reading from the store only those not seen."""
+        ids = self.runs.waiting_ids(conn=conn)
+        unseen = [run_id for run_id in ids if run_id not in self._waiting]
+        known = {run_id: self._waiting[run_id] for run_id in ids if run_id in self._waiting}
+        known.update((run.id, run) for run in self.runs.get_many(unseen, conn=conn))
+        self._waiting = known
+        return [known[run_id] for run_id in ids if run_id in known]
 
     def pump(self) -> list[Run]:
         """Start WAITING runs, oldest first, while slots allow; expire those past their
@@ -204,8 +210,8 @@ class Runner:
         claimed: list[Run] = []
         now = self.clock.now()
         with self.runs.queue_lock() as conn:
-            active = [r for r in self.runs.active(conn=conn) if r.state.is_active]
-            for run in self.runs.waiting(conn=conn):
+            slots = _Slots.held_by(self.runs.holding_slot(conn=conn), self.host)
+            for run in self._read_waiting(conn):
                 if run.details.get("host") not in (None, self.host):
                     continue
                 deadline = run.created_at + timedelta(
@@ -221,7 +227,7 @@ class Runner:
                         conn=conn,
                     )
                     continue
-                if self._blocked(run, active):
+                if slots.block(run):
                     continue
                 moved = self.runs.update(
                     run.id,
@@ -231,7 +237,7 @@ class Runner:
                 )
                 if moved is not None:
                     claimed.append(moved)
-                    active.append(moved)
+                    slots.add(moved)
         started = []
         for run in claimed:
             started.append(self._launch(run))
@@ -334,7 +340,7 @@ class Runner:
 
     def reconcile(self) -> None:
         """Bring every unfinished run on this host up to date, then fill free slots."""
-        for run in self.runs.active():
+        for run in self.runs.holding_slot():  # WAITING runs are the queue's (`pump`)
             if run.details.get("host") in (None, self.host):
                 self.reconcile_run(run)
         self.pump()
@@ -573,6 +579,43 @@ class Runner:
 
     def active_counts(self) -> Counter[str]:
         return Counter(r.state.value for r in self.runs.active())
+
+
+@dataclass(slots=True)
+class _Slots:
+    """The slots that runs hold, counted once for a round of queue decisions."""
+
+    host: str
+    here: int = 0
+    per_job: Counter[str] = field(default_factory=Counter)
+    catalogs_here: set[str] = field(default_factory=set)
+
+    @classmethod
+    def held_by(cls, active: Sequence[Run], host: str) -> _Slots:
+        slots = cls(host=host)
+        for run in active:
+            slots.add(run)
+        return slots
+
+    def add(self, run: Run) -> None:
+        """Count `run` (ignored unless it holds a slot)."""
+        if not run.state.is_active:
+            return
+        self.per_job[run.job_id] += 1
+        if run.details.get("host") == self.host:
+            self.here += 1
+            catalog = run.details.get("catalogPath")
+            if catalog is not None:
+                self.catalogs_here.add(catalog)
+
+    def block(self, run: Run) -> bool:
+        """Whether `run` cannot start next to the counted runs: the host or its job is
+        at maxConcurrentRuns, or its catalog is in use on this host."""
+        if self.here >= int(run.details.get("hostSlots") or DEFAULT_HOST_SLOTS):
+            return True
+        if self.per_job[run.job_id] >= int(run.details["definition"].get("maxConcurrentRuns", 1)):
+            return True
+        return run.details.get("catalogPath") in self.catalogs_here
 
 
 def _host_slots(settings: Mapping[str, Any]) -> int:

@@ -103,7 +103,7 @@ def _live(
             "with --ref BRANCH"
         )
     state = runner.store.read_state()
-    files = runner.store.read_files()
+    files = runner.store.read_files(["reconciler.yaml"])
     settings_row = files.get("reconciler.yaml")
     settings = dict(settings_row.parsed) if settings_row is not None and settings_row.parsed else {}
     return dict(applied.definition), state.commit or applied.commit, applied.version, settings
@@ -202,9 +202,10 @@ def _plan(
 
 
 def argument_flags(arguments: Mapping[str, str]) -> list[str]:
-    """`{"day": "today"}` -> `["--day", "today"]`."""
+    """`{"day": "today"}` -> `["--day", "today"]`, by argument name: the store does not
+    keep the order of keys (PostgreSQL's JSONB reorders them), so argv must not use it."""
     out: list[str] = []
-    for key, value in arguments.items():
+    for key, value in sorted(arguments.items()):
         out += [f"--{key}", value]
     return out
 

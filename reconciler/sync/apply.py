@@ -27,7 +27,7 @@ from reconciler.repo.snapshot import CommitSnapshot, open_commit
 from reconciler.store import AppliedFile, AppliedJob, ApplyRecord, Store
 from reconciler.sync.cache import ParseCache
 from reconciler.sync.collector import collector_paused
-from reconciler.sync.planning import Desired, load_desired, plan_against
+from reconciler.sync.planning import load_desired, plan_against
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +47,7 @@ class ApplyOutcome:
 
 
 Confirm = Callable[[Plan], bool]
+Fence = Callable[[Any], None]
 
 
 def apply_main(
@@ -59,10 +60,15 @@ def apply_main(
     allow_older: bool = False,
     saved: SavedPlanRef | None = None,
     confirm: Confirm | None = None,
+    fence: Fence | None = None,
+    heal: bool = False,
 ) -> ApplyOutcome:
     """Apply the tip of main (or the saved plan's commit) and return what was done.
 
     `confirm` is shown the plan before anything is written and may decline (StateError).
+    `fence` runs inside the transaction just before it commits (serve's lease check:
+    it raises LeaseLost to abandon the apply). `heal` rewrites every job's row, versions
+    recomputed, even when the plan is empty (serve repairing drift).
     Raises DefinitionError for an invalid commit, StalePlan when a saved or confirmed
     plan no longer matches, StateError for drafts and older commits, StoreError when
     the lock cannot be taken within `lock_timeout`.
@@ -102,14 +108,16 @@ def apply_main(
                     "apply it anyway with --allow-older (serve will then see drift)"
                 )
             plan = plan_against(snapshot, desired, tx, main=main, now=now, cache=cache)
-            if not plan.changes and state.commit == commit:
+            if not plan.changes and state.commit == commit and not heal:
                 return ApplyOutcome(plan=plan, record=None)
-            versions = _versions(repo, commit, plan, desired)
             changed = [
                 desired.jobs[c.job_id]
                 for c in plan.changes
                 if c.action in (Action.CREATE, Action.UPDATE)
             ]
+            if heal:
+                changed = list(desired.jobs.values())
+            versions = _versions_of(repo, commit, changed)
             # A job reused from facts changed only in its files: its definition is the
             # one recorded (equal content hash).
             recorded = tx.read_jobs([j.job_id for j in changed if j.definition is None])
@@ -131,6 +139,8 @@ def apply_main(
             )
             tx.replace_files(upserts, deletes)
             author = read_commit(repo, commit)
+            if fence is not None:
+                fence(tx.connection)
             record = tx.finish(
                 commit=commit,
                 main_tip=main.tip,
@@ -160,11 +170,8 @@ def _target_commit(repo: Path, main: MainBranch, saved: SavedPlanRef | None) -> 
     return saved.commit
 
 
-def _versions(repo: Path, commit: str, plan: Plan, desired: Desired) -> dict[JobId, CommitSha]:
-    """Per created/updated job: the newest first-parent commit that changed its inputs."""
-    changed = [
-        desired.jobs[c.job_id] for c in plan.changes if c.action in (Action.CREATE, Action.UPDATE)
-    ]
+def _versions_of(repo: Path, commit: str, changed: list[DesiredJob]) -> dict[JobId, CommitSha]:
+    """Per job: the newest first-parent commit that changed its inputs."""
     paths = {p for job in changed for p in job.input_blobs}
     if not paths:
         return {}
