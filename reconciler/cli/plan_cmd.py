@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,9 @@ def plan(
     now = clock_from_environment().now()
     with Store.open(store_url(repo, db_url)) as store:
         result = make_plan(repo, store, ref=ref, now=now)
+        drift = detect_drift(repo, store)
+    if drift is not None:
+        result = replace(result, base=replace(result.base, drift=drift))
     if out_file is not None:
         out_file.write_text(render_json(result), encoding="utf-8")
     click.echo(render_plan(result, output), nl=False)
@@ -78,6 +82,28 @@ def plan(
     if detailed_exitcode and result.has_changes:
         return 2
     return 0
+
+
+def detect_drift(repo: Path, store: Any) -> str | None:
+    """Drift as `plan` and `status` report it: the applied rows differ from what the last
+    apply wrote (a manual edit), or the applied commit is older than one applied before
+    it (apply --allow-older)."""
+    from reconciler.repo.branches import is_ancestor
+
+    state = store.read_state()
+    if state.serial == 0:
+        return None
+    if state.rows_hash is not None and store.applied_rows_hash() != state.rows_hash:
+        return f"the applied rows differ from what apply serial {state.serial} wrote"
+    applies = store.list_applies(limit=2)
+    if len(applies) == 2 and state.commit is not None:
+        previous = applies[1].commit
+        if previous != state.commit and is_ancestor(repo, state.commit, previous):
+            return (
+                f"the applied commit {state.commit[:12]} is older than {previous[:12]}, "
+                "applied before it (--allow-older)"
+            )
+    return None
 
 
 def read_saved_plan(path: Path) -> Any:

@@ -95,6 +95,8 @@ class PlanBase:
     state_serial: int
     applied_commit: str | None
     main_tip: str | None
+    drift: str | None = None
+    """Why the store's applied rows are not what the last apply made, if they are not."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

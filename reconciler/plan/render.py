@@ -45,6 +45,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "mainTip": plan.base.main_tip,
         "stateSerial": plan.base.state_serial,
         "appliedCommit": plan.base.applied_commit,
+        "drift": plan.base.drift,
         "generatedAt": _iso(plan.generated_at),
         "summary": plan.summary(),
         "changes": [_change_json(c) for c in plan.changes],
@@ -120,6 +121,8 @@ def render_text(plan: Plan) -> str:
         f"(applied: {_short(plan.base.applied_commit)}, main: {_short(plan.base.main_tip)})",
         "",
     ]
+    if plan.base.drift:
+        lines += [f"Drift: {plan.base.drift}; serve re-applies main to heal it.", ""]
     if not plan.changes and not plan.affects:
         lines.append("No changes. The live jobs match this commit.")
     elif not plan.changes:
@@ -165,6 +168,8 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         f"{plan.count(Action.DELETE)} | {plan.unchanged} |",
         "",
     ]
+    if plan.base.drift:
+        head += [f"**Drift**: {plan.base.drift}; serve re-applies main to heal it.", ""]
     if not plan.changes and not plan.affects:
         head += ["No changes.", ""]
     if plan.affects:
