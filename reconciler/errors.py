@@ -5,6 +5,7 @@
     ReconcilerError
     ├── DefinitionError      user input in the jobs repo is invalid (carries diagnostics)
     ├── UsageError           a command-line argument is invalid
+    ├── PermissionDenied     the user may not do this to this job (teams, org admins)
     ├── RepoError            git could not answer (unknown ref, not a repository)
     ├── StateError
     │   ├── IllegalTransition    a run state change the state table forbids
@@ -56,6 +57,10 @@ class DefinitionError(ReconcilerError):
 
 class UsageError(ReconcilerError):
     """A command-line argument is invalid; the message names it and what is valid."""
+
+
+class PermissionDenied(ReconcilerError):
+    """The user may not do this (edit, trigger, stop or view a job of other teams)."""
 
 
 class RepoError(ReconcilerError):

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
+from reconciler.errors import PermissionDenied
 from reconciler.ids import CommitSha, JobId
 from reconciler.ownership.rules import (
     TEAMS_PATH,
     Change,
-    PermissionDenied,
     VersionOwnership,
     Violation,
     check_changes,

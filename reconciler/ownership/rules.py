@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import PermissionDenied
 from reconciler.ids import JobId
 from reconciler.load.paths import RepoFile
 from reconciler.load.yamldoc import parse_yaml
@@ -47,10 +47,6 @@ SETTINGS_PATH = "reconciler.yaml"
 ADMIN_FILES = (TEAMS_PATH, SETTINGS_PATH)
 SHARED_PREFIXES = ("profiles/", "queries/", "schedules/")
 _MAX_LINKS = 40
-
-
-class PermissionDenied(ReconcilerError):
-    """The user may not do this (a run command on a job of other teams)."""
 
 
 class Change(StrEnum):
