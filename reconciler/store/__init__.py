@@ -1,9 +1,11 @@
-"""The state store: what was applied, and (later) runs, fires, bookmarks, leases and tokens.
+"""The state store: what was applied, runs, the fire ledger, bookmarks, leases and loop state.
 
 SQLAlchemy Core 2.x over SQLite (default, WAL) or PostgreSQL (psycopg 3), schema by
 Alembic migrations. Modules: `engine` (URL and engine), `tables`, `migrate`,
 `records` (the values), `applied` (their SQL), `transaction` (the apply lock and
-transaction) and `store` (the `Store` entry point).
+transaction), `store` (the `Store` entry point), `runs` (`RunStore`: run records and
+the queue lock), `bookmarks`, `leases` (the leader lease and its fencing token),
+`fires` (the fire ledger and schedule cursors) and `loopstate` (what `status` shows).
 
 Imports only downward (sqlalchemy, reconciler.errors, reconciler.ids); the pure core
 never imports this package.
