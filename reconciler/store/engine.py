@@ -3,7 +3,8 @@
 Invariants:
 
 - The URL is `--db` > `RECONCILER_DB` > SQLite at `<repo>/.reconciler/state.db`.
-- SQLite engines run in WAL mode with a busy timeout and foreign keys on, and let
+- SQLite engines run in WAL mode (synchronous=NORMAL) with a busy timeout and foreign
+  keys on, and let
   reconciler issue its own `BEGIN` (pysqlite's implicit transactions are off), so a
   connection with the execution option `SQLITE_BEGIN_IMMEDIATE` takes the database's
   write lock when its transaction begins.
@@ -162,6 +163,9 @@ def _create_sqlite_engine(url: URL, busy_timeout: float) -> Engine:
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
+                # WAL's usual setting: a commit survives any process crash (a killed apply
+                # or serve); only a power loss may lose the last commits, never corrupt.
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={default_timeout_ms}")
         finally:

@@ -80,6 +80,7 @@ _PG_LOCK_NOT_AVAILABLE = "55P03"
 _UPDATABLE = frozenset(f.name for f in dataclasses.fields(Run)) - {"id"}
 _JSON_FIELDS = frozenset({"arguments", "profile", "snapshots", "details"})
 _HOST_KEY = "host"
+_IDS_PER_QUERY = 500  # bound parameters per IN list: well under SQLite's limit
 
 
 class RunStore:
@@ -188,6 +189,35 @@ class RunStore:
             query = query.where(runs.c.host == host)
         with self._transaction("listing active runs", conn) as c:
             return [_run_of(row) for row in c.execute(query)]
+
+    def holding_slot(self, *, conn: Connection | None = None) -> list[Run]:
+        """Return the runs that hold a slot (STARTING/RUNNING/STOPPING), oldest first by
+        (created_at, id)."""
+        query = _oldest_first(runs.c.state.in_([s.value for s in HOLDS_SLOT]))
+        with self._transaction("listing runs holding a slot", conn) as c:
+            return [_run_of(row) for row in c.execute(query)]
+
+    def waiting_ids(self, *, conn: Connection | None = None) -> list[RunId]:
+        """Return the ids of the WAITING runs in queue order (as `waiting`)."""
+        query = (
+            select(runs.c.id)
+            .where(runs.c.state == RunState.WAITING.value)
+            .order_by(runs.c.created_at, runs.c.id)
+        )
+        with self._transaction("listing waiting runs", conn) as c:
+            return [RunId(run_id) for run_id in c.execute(query).scalars()]
+
+    def get_many(self, run_ids: Collection[RunId], *, conn: Connection | None = None) -> list[Run]:
+        """Return the runs among `run_ids` that exist, in no particular order."""
+        wanted = sorted(set(run_ids))
+        found: list[Run] = []
+        with self._transaction(f"reading {len(wanted)} runs", conn) as c:
+            for at in range(0, len(wanted), _IDS_PER_QUERY):
+                chunk = wanted[at : at + _IDS_PER_QUERY]
+                found += [
+                    _run_of(row) for row in c.execute(select(runs).where(runs.c.id.in_(chunk)))
+                ]
+        return found
 
     def waiting(self, *, conn: Connection | None = None) -> list[Run]:
         """Return the WAITING runs, oldest first by (created_at, id): the queue order."""
