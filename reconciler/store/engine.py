@@ -188,3 +188,21 @@ def _create_sqlite_engine(url: URL, busy_timeout: float) -> Engine:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={default_timeout_ms}")
 
     return engine
+
+
+@contextmanager
+def in_transaction(
+    engine: Engine, what: str, conn: Connection | None, *, write: bool = False
+) -> Iterator[Connection]:
+    """Yield `conn` as is (the caller's transaction), or a new connection in a
+    transaction committed at the end (a SQLite write one takes the write lock at once).
+    Database errors become StoreError naming `what` and the store."""
+    with translate_errors(what, engine.url):
+        if conn is not None:
+            yield conn
+            return
+        with engine.connect() as own:
+            if write:
+                own.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+            with own.begin():
+                yield own

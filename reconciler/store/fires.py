@@ -23,8 +23,8 @@ pass every time in.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from reconciler.errors import StoreError
 from reconciler.ids import JobId, RunId, ScheduleId
-from reconciler.store.engine import SQLITE_BEGIN_IMMEDIATE, translate_errors
+from reconciler.store.engine import in_transaction
 from reconciler.store.store import Store
 from reconciler.store.tables import FIRE_OUTCOMES, UTCDateTime, fires, schedule_cursors
 
@@ -268,20 +268,10 @@ class FireStore:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    @contextmanager
     def _transaction(
         self, what: str, conn: Connection | None, *, write: bool = False
-    ) -> Iterator[Connection]:
-        """Yield `conn` as is, or a new connection in a transaction committed at the end."""
-        with translate_errors(what, self._engine.url):
-            if conn is not None:
-                yield conn
-                return
-            with self._engine.connect() as own:
-                if write:
-                    own.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-                with own.begin():
-                    yield own
+    ) -> AbstractContextManager[Connection]:
+        return in_transaction(self._engine, what, conn, write=write)
 
 
 def _check_batch(rows: Sequence[Fire]) -> None:

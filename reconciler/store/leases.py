@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +42,12 @@ from sqlalchemy import Connection, Engine, Row, case, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.errors import LeaseLost
-from reconciler.store.engine import SQLITE_BEGIN_IMMEDIATE, SQLITE_LOCK_TIMEOUT, translate_errors
+from reconciler.store.engine import (
+    SQLITE_BEGIN_IMMEDIATE,
+    SQLITE_LOCK_TIMEOUT,
+    in_transaction,
+    translate_errors,
+)
 from reconciler.store.store import Store
 from reconciler.store.tables import leases
 
@@ -229,20 +234,10 @@ class LeaseStore:
         finally:
             conn.close()
 
-    @contextmanager
     def _transaction(
         self, what: str, conn: Connection | None, *, write: bool = False
-    ) -> Iterator[Connection]:
-        """Yield `conn` as is, or a new connection in a transaction committed at the end."""
-        with translate_errors(what, self._engine.url):
-            if conn is not None:
-                yield conn
-                return
-            with self._engine.connect() as own:
-                if write:
-                    own.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-                with own.begin():
-                    yield own
+    ) -> AbstractContextManager[Connection]:
+        return in_transaction(self._engine, what, conn, write=write)
 
 
 def _require_aware(now: datetime) -> None:

@@ -18,15 +18,15 @@ Does not read the clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from reconciler.store.engine import SQLITE_BEGIN_IMMEDIATE, translate_errors
+from reconciler.store.engine import in_transaction
 from reconciler.store.store import Store
 from reconciler.store.tables import loop_state
 
@@ -95,17 +95,7 @@ class LoopStateStore:
                 rows,
             )
 
-    @contextmanager
     def _transaction(
         self, what: str, conn: Connection | None, *, write: bool = False
-    ) -> Iterator[Connection]:
-        """Yield `conn` as is, or a new connection in a transaction committed at the end."""
-        with translate_errors(what, self._engine.url):
-            if conn is not None:
-                yield conn
-                return
-            with self._engine.connect() as own:
-                if write:
-                    own.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-                with own.begin():
-                    yield own
+    ) -> AbstractContextManager[Connection]:
+        return in_transaction(self._engine, what, conn, write=write)

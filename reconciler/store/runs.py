@@ -29,7 +29,7 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +60,7 @@ from reconciler.store.bookmarks import Bookmark
 from reconciler.store.engine import (
     SQLITE_BEGIN_IMMEDIATE,
     SQLITE_LOCK_TIMEOUT,
+    in_transaction,
     redact_url,
     translate_errors,
 )
@@ -352,20 +353,10 @@ class RunStore:
 
     # --- plumbing ----------------------------------------------------------------------
 
-    @contextmanager
     def _transaction(
         self, what: str, conn: Connection | None, *, write: bool = False
-    ) -> Iterator[Connection]:
-        """Yield `conn` as is, or a new connection in a transaction committed at the end."""
-        with translate_errors(what, self._engine.url):
-            if conn is not None:
-                yield conn
-                return
-            with self._engine.connect() as own:
-                if write:
-                    own.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-                with own.begin():
-                    yield own
+    ) -> AbstractContextManager[Connection]:
+        return in_transaction(self._engine, what, conn, write=write)
 
 
 def _take_queue_lock(conn: Connection, timeout: float) -> None:
