@@ -20,15 +20,28 @@ def is_url(value: str) -> bool:
 
 
 def prepare_repo(repo: str, state_dir: Path) -> Path:
-    """The local jobs repo to work in: `repo` itself, or its clone under `state_dir`."""
+    """The local jobs repo to work in: `repo` itself, or its clone under `state_dir`
+    when `repo` is a URL or the path of a bare repository (which has no work tree to
+    read, so it is followed like a remote)."""
     if not is_url(repo):
-        return Path(repo).resolve()
+        if not _is_bare(Path(repo)):
+            return Path(repo).resolve()
+        repo = str(Path(repo).resolve())  # git runs in `state_dir`
     target = state_dir / CLONE_DIR
     if (target / ".git").exists():
         return target
     state_dir.mkdir(parents=True, exist_ok=True)
     run_git(state_dir, "clone", "--quiet", "--no-checkout", repo, str(target))
     return target
+
+
+def _is_bare(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    try:
+        return run_git(path, "rev-parse", "--is-bare-repository").strip() == "true"
+    except RepoError:
+        return False
 
 
 def fetch(repo: Path) -> bool:
