@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,6 +142,17 @@ def serve(
     from reconciler.store.runs import RunStore
 
     setup_logging(log_format)
+    log = logging.getLogger("reconciler.serve")
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing the tick and stepping down", signum)
+        stopping.set()
+        signal.alarm(SHUTDOWN_SECONDS)  # a hung tick still ends the process
+
+    # Installed first, so a SIGTERM during start-up also stops serve cleanly.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     base = (state_dir or Path.cwd()).resolve()
     repo = prepare_repo(repo_arg, base) if repo_arg else find_repo(None)
     repo = find_repo(repo)
@@ -148,7 +160,6 @@ def serve(
     lock = _single_replica_lock(repo / ".reconciler") if url.startswith("sqlite") else None
     clock = clock_from_environment()
     name = replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    log = logging.getLogger("reconciler.serve")
     with Store.open(url) as store:
         runner = Runner(
             repo=repo,
@@ -180,13 +191,7 @@ def serve(
 
             server = serve_http(host, port, metrics, healthy)
 
-        def stop(signum: int, _frame: object) -> None:
-            log.info("signal %s: finishing the tick and stepping down", signum)
-            replica.stopping.set()
-            signal.alarm(SHUTDOWN_SECONDS)  # a hung tick still ends the process
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        replica.stopping = stopping
         log.info("serving %s as replica %s (store %s)", repo, name, store.url)
         try:
             replica.run()
