@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Row,
+    Select,
     Table,
     Text,
     bindparam,
@@ -99,13 +101,7 @@ def load_jobs(
     query = select(applied_jobs).order_by(_in_code_point_order(conn, applied_jobs.c.job_id))
     if not include_deleted:
         query = query.where(applied_jobs.c.deleted_at.is_(None))
-    if ids is None:
-        rows = list(conn.execute(query))
-    else:
-        # Chunks go in ascending order and each comes back ordered: the whole is ordered.
-        rows = []
-        for chunk in _chunks(sorted(set(ids))):
-            rows.extend(conn.execute(query.where(applied_jobs.c.job_id.in_(chunk))))
+    rows = _select_keyed(conn, query, applied_jobs.c.job_id, ids)
     return {
         JobId(row.job_id): AppliedJob(
             job_id=JobId(row.job_id),
@@ -122,6 +118,21 @@ def load_jobs(
     }
 
 
+def _select_keyed(
+    conn: Connection, query: Select[Any], column: ColumnElement[str], keys: Collection[str] | None
+) -> list[Row[Any]]:
+    """Rows of `query` (ordered by `column`) whose `column` is in `keys` (all when None).
+
+    Keys go in ascending chunks and each chunk comes back ordered: the whole is ordered.
+    """
+    if keys is None:
+        return list(conn.execute(query))
+    rows: list[Row[Any]] = []
+    for chunk in _chunks(sorted(set(keys))):
+        rows.extend(conn.execute(query.where(column.in_(chunk))))
+    return rows
+
+
 def load_files(conn: Connection, paths: Collection[str] | None = None) -> dict[str, AppliedFile]:
     """Return the applied repo files among `paths` (all when None) that exist, by path."""
     # Read as text and decoded here, and only when not NULL (as in `load_job_index`).
@@ -131,18 +142,13 @@ def load_files(conn: Connection, paths: Collection[str] | None = None) -> dict[s
         applied_files.c.kind,
         cast(applied_files.c.parsed, Text),
     ).order_by(_in_code_point_order(conn, applied_files.c.path))
-    if paths is None:
-        rows = list(conn.execute(query))
-    else:
-        rows = []
-        for chunk in _chunks(sorted(set(paths))):
-            rows.extend(conn.execute(query.where(applied_files.c.path.in_(chunk))))
+    rows = _select_keyed(conn, query, applied_files.c.path, paths)
     loads = json.loads
     return {
         path: AppliedFile(
             path=path, blob=blob, kind=kind, parsed=None if parsed is None else loads(parsed)
         )
-        for path, blob, kind, parsed in rows
+        for path, blob, kind, parsed in (tuple(row) for row in rows)
     }
 
 
