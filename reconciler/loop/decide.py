@@ -18,8 +18,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
-from reconciler.schedule import due
+from reconciler.schedule import Due, due
 
 MAX_MISSED_ROWS = 100
 
@@ -55,14 +56,32 @@ class LiveSchedule:
 
     def definition_hash(self) -> str:
         """Changes when anything that decides fire times changes (on/off included)."""
-        doc = [
+        return _definition_hash(
             self.cron,
             self.timezone,
             self.starting_deadline_seconds,
             self.concurrency_policy,
             self.active,
-        ]
-        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+        )
+
+
+@lru_cache(maxsize=4096)
+def _definition_hash(
+    cron: str, timezone: str, deadline: int | None, policy: str, active: bool
+) -> str:
+    doc = [cron, timezone, deadline, policy, active]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _due(
+    cron: str, tz: str, since: datetime, now: datetime, deadline: int | None, listed: int
+) -> Due:
+    """`schedule.due`, remembered: the schedules of a herd share their cron, zone, cursor
+    and `now`, so one tick computes their answer once (`Due` is immutable)."""
+    return due(
+        cron, tz, since=since, now=now, starting_deadline_seconds=deadline, max_missed_listed=listed
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,17 +125,19 @@ def decide(
     if not schedule.active or since >= now:
         next_at = None
         if schedule.active:
-            next_at = due(schedule.cron, schedule.timezone, since=now, now=now).next_at
+            next_at = _due(
+                schedule.cron, schedule.timezone, now, now, None, MAX_MISSED_ROWS
+            ).next_at
         return Decision(
             schedule=schedule, rows=(), fire_at=None, replace=False, cursor=moved, next_at=next_at
         )
-    result = due(
+    result = _due(
         schedule.cron,
         schedule.timezone,
-        since=since,
-        now=now,
-        starting_deadline_seconds=schedule.starting_deadline_seconds,
-        max_missed_listed=MAX_MISSED_ROWS,
+        since,
+        now,
+        schedule.starting_deadline_seconds,
+        MAX_MISSED_ROWS,
     )
     rows: list[FireDecision] = []
     listed = list(result.missed_at)

@@ -28,7 +28,7 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -99,9 +99,18 @@ class RunStore:
 
     def insert(self, run: Run, *, conn: Connection | None = None) -> None:
         """Record a new run. Raises StoreError when its id exists or the database fails."""
-        values = _column_values({f.name: getattr(run, f.name) for f in dataclasses.fields(Run)})
-        with self._transaction(f"inserting run {run.id}", conn, write=True) as c:
-            c.execute(insert(runs).values(**values))
+        self.insert_many([run], conn=conn)
+
+    def insert_many(self, new: Sequence[Run], *, conn: Connection | None = None) -> None:
+        """Record new runs in one statement (executemany). Raises StoreError when an id
+        exists or the database fails; then none of them is recorded."""
+        if not new:
+            return
+        names = [f.name for f in dataclasses.fields(Run)]
+        rows = [_column_values({n: getattr(run, n) for n in names}) for run in new]
+        what = f"inserting run {new[0].id}" if len(new) == 1 else f"inserting {len(new)} runs"
+        with self._transaction(what, conn, write=True) as c:
+            c.execute(insert(runs), rows)
 
     def get(self, run_id: RunId, *, conn: Connection | None = None) -> Run | None:
         """Return the run `run_id`, or None when there is none."""
