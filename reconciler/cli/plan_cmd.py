@@ -66,6 +66,7 @@ def plan(
     """Show what applying a commit would change: per job and schedule, with diffs."""
     from reconciler.store import Store
     from reconciler.sync.planning import make_plan
+    from reconciler.sync.statedrift import detect_drift
 
     repo = find_repo(repo_path)
     now = clock_from_environment().now()
@@ -82,28 +83,6 @@ def plan(
     if detailed_exitcode and result.has_changes:
         return 2
     return 0
-
-
-def detect_drift(repo: Path, store: Any) -> str | None:
-    """Drift as `plan` and `status` report it: the applied rows differ from what the last
-    apply wrote (a manual edit), or the applied commit is older than one applied before
-    it (apply --allow-older)."""
-    from reconciler.repo.branches import is_ancestor
-
-    state = store.read_state()
-    if state.serial == 0:
-        return None
-    if state.rows_hash is not None and store.applied_rows_hash() != state.rows_hash:
-        return f"the applied rows differ from what apply serial {state.serial} wrote"
-    applies = store.list_applies(limit=2)
-    if len(applies) == 2 and state.commit is not None:
-        previous = applies[1].commit
-        if previous != state.commit and is_ancestor(repo, state.commit, previous):
-            return (
-                f"the applied commit {state.commit[:12]} is older than {previous[:12]}, "
-                "applied before it (--allow-older)"
-            )
-    return None
 
 
 def read_saved_plan(path: Path) -> Any:

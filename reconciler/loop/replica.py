@@ -302,17 +302,11 @@ class Replica:
         )
 
     def drift(self, state: Any) -> dict[str, Any] | None:
-        """Drift: applied rows differ from what the last apply wrote, or an older commit
-        than main's tip is live because it was applied with --allow-older."""
-        if state.serial == 0:
-            return None
-        current = self.store.applied_rows_hash()
-        if state.rows_hash is not None and current != state.rows_hash:
-            return {
-                "reason": "the applied rows differ from what the last apply wrote",
-                "serial": state.serial,
-            }
-        return None
+        """Drift as `plan` reports it (see `reconciler.sync.statedrift`), or None."""
+        from reconciler.sync.statedrift import detect_drift
+
+        reason = detect_drift(self.repo, self.store)
+        return None if reason is None else {"reason": reason, "serial": state.serial}
 
     # -- fire -------------------------------------------------------------------------
 
