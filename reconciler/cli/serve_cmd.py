@@ -18,7 +18,6 @@ from typing import IO, Any, ClassVar
 import click
 
 from reconciler.cli.options import db_option, echo_json, find_repo, output_option, repo_option
-from reconciler.cli.render import iso_z
 from reconciler.errors import UsageError
 
 SHUTDOWN_SECONDS = 10
@@ -241,6 +240,3 @@ def status(repo_path: Path | None, db_url: str | None, output: str) -> None:
     click.echo("next fires:")
     for fire in body["nextFires"]:
         click.echo(f"  {fire['at']}  {fire['jobId']}  [{fire['scheduleId']}]")
-
-
-__all__ = ["iso_z", "serve", "status"]

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.clock import Clock
 from reconciler.errors import ReconcilerError, TargetError, UsageError
-from reconciler.ids import CommitSha, JobId, RunId
+from reconciler.ids import JobId, RunId
 from reconciler.runs.record import Run, new_run_id, redact_mapping
 from reconciler.runs.resolve import (
     RunPlan,
     check_local_target,
-    merge_arguments,
     resolve_secrets,
 )
 from reconciler.runs.state import RunState, path_to
@@ -635,4 +634,4 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-__all__ = ["CommitSha", "ConcurrentRunsExceeded", "Runner", "StopResult", "merge_arguments"]
+__all__ = ["ConcurrentRunsExceeded", "Runner", "StopResult"]

@@ -8,7 +8,6 @@ Secret values are returned separately and never stored in the run record.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +149,3 @@ def resolve_sql(
 
 def job_path_for(job_id: str) -> str:
     return "jobs/" + job_id.replace(".", "/") + ".yaml"
-
-
-def default_environ() -> Mapping[str, str]:
-    return os.environ
