@@ -106,7 +106,7 @@ def upgrade_store(engine: Engine) -> None:
             if status is SchemaStatus.UNKNOWN:
                 raise StoreError(_newer_message(shown))
             if status is not SchemaStatus.CURRENT:
-                _run_alembic_upgrade(conn, schema)
+                run_alembic_upgrade(conn, schema)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate the state store {shown}: {exc}") from exc
 
@@ -136,7 +136,9 @@ def _create_schema(conn: Connection, schema: str) -> None:
         conn.execute(text(f"CREATE SCHEMA {quoted}"))
 
 
-def _run_alembic_upgrade(conn: Connection, schema: str | None) -> None:
+def run_alembic_upgrade(conn: Connection, schema: str | None, revision: str = "head") -> None:
+    """Run Alembic's upgrade to `revision` on `conn`, keeping its version table in
+    `schema`. No locking: `upgrade_store` is the entry point for opening a store."""
     # Imported here on purpose: see the module docstring.
     from alembic import command
     from alembic.config import Config
@@ -145,4 +147,4 @@ def _run_alembic_upgrade(conn: Connection, schema: str | None) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = conn
     config.attributes["version_table_schema"] = schema
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

@@ -8,17 +8,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from reconciler.errors import LeaseLost, StoreError
 from reconciler.ids import JobId, RunId, ScheduleId
 from reconciler.store import Store
-from reconciler.store.engine import create_store_engine, search_path_schema
+from reconciler.store.engine import create_store_engine
 from reconciler.store.fires import Cursor, DuplicateFire, Fire, FireOutcome, FireStore
 from reconciler.store.leases import LeaseStore
 from reconciler.store.loopstate import LAST_SYNC_ERROR, LAST_SYNCED_COMMIT, LoopStateStore
-from reconciler.store.migrate import HEAD_REVISION, MIGRATIONS_DIR, read_revision
+from reconciler.store.migrate import HEAD_REVISION, read_revision
 from reconciler.store.tables import fires, leases, metadata
+from tests.migrations import migrate_to
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 TTL = 30.0
@@ -501,26 +502,6 @@ def test_loop_state_round_trips_json_and_upserts(loop_state: LoopStateStore) -> 
 
 
 # --- migration 0002 -> 0003 --------------------------------------------------------------
-
-
-def migrate_to(url: str, revision: str) -> None:
-    """Bring an empty store to `revision` only, as an older reconciler left it."""
-    from alembic import command
-    from alembic.config import Config
-
-    engine = create_store_engine(url)
-    schema = search_path_schema(engine.url) if engine.dialect.name == "postgresql" else None
-    try:
-        with engine.begin() as conn:
-            if schema is not None:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.attributes["connection"] = conn
-            config.attributes["version_table_schema"] = schema
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
 
 
 def test_opening_a_0002_store_upgrades_it_to_0003_and_keeps_its_rows(store_url: str) -> None:

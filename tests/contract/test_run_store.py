@@ -11,17 +11,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 
 from reconciler.errors import IllegalTransition, StoreError
 from reconciler.ids import CommitSha, JobId, RunId
 from reconciler.runs.record import Run
 from reconciler.runs.state import RunState
 from reconciler.store import Store
-from reconciler.store.engine import create_store_engine, search_path_schema
-from reconciler.store.migrate import HEAD_REVISION, MIGRATIONS_DIR, read_revision
+from reconciler.store.engine import create_store_engine
+from reconciler.store.migrate import HEAD_REVISION, read_revision
 from reconciler.store.runs import RunStore
 from reconciler.store.tables import bookmarks, metadata, runs
+from tests.migrations import migrate_to
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 C1 = CommitSha("1" * 40)
@@ -525,26 +526,6 @@ def test_an_exception_under_the_queue_lock_rolls_back_its_writes(run_store: RunS
 
 
 # --- migration 0001 -> 0002 ------------------------------------------------------------
-
-
-def migrate_to(url: str, revision: str) -> None:
-    """Bring an empty store to `revision` only, as an older reconciler left it."""
-    from alembic import command
-    from alembic.config import Config
-
-    engine = create_store_engine(url)
-    schema = search_path_schema(engine.url) if engine.dialect.name == "postgresql" else None
-    try:
-        with engine.begin() as conn:
-            if schema is not None:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.attributes["connection"] = conn
-            config.attributes["version_table_schema"] = schema
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
 
 
 def test_opening_a_0001_store_upgrades_it_to_head_and_keeps_its_rows(store_url: str) -> None:
